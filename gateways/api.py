@@ -1,0 +1,78 @@
+"""The HTTP API process: FastAPI app factory, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiokafka import AIOKafkaClient
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
+
+from gateways import problems, tenants_api
+from gateways.edge import EdgeMiddleware
+from infra.bootstrap import System
+
+VERSION = "0.1.0"
+
+
+def create_app(system: System) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await system.open()
+        yield
+        await system.close()
+
+    app = FastAPI(
+        title="gpucloud API",
+        version=VERSION,
+        description="Control plane of a GPU rental cloud. Errors are RFC 9457 problem+json.",
+        lifespan=lifespan,
+    )
+    app.state.system = system
+    problems.install(app)
+    app.include_router(tenants_api.router)
+    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["ops"], operation_id="healthz")
+    app.add_api_route("/readyz", readyz, methods=["GET"], tags=["ops"], operation_id="readyz")
+    app.mount("/metrics", make_asgi_app())
+    app.add_middleware(EdgeMiddleware, max_body=system.settings.max_body_bytes)
+    return app
+
+
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: PostgreSQL answers a query and the broker answers a metadata request."""
+    system: System = request.app.state.system
+    checks = {"postgres": await _check_postgres(system), "kafka": await _check_kafka(system)}
+    ready = all(v == "ok" for v in checks.values())
+    headers = {} if ready else {"Retry-After": "2"}
+    body = {"status": "ready" if ready else "not-ready", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503, headers=headers)
+
+
+async def _check_postgres(system: System) -> str:
+    try:
+        async with asyncio.timeout(2):
+            async with system.pool.connection() as conn:
+                await conn.execute("SELECT 1")
+        return "ok"
+    except Exception as exc:
+        return f"failed: {type(exc).__name__}"
+
+
+async def _check_kafka(system: System) -> str:
+    client = AIOKafkaClient(bootstrap_servers=system.settings.kafka_bootstrap_servers)
+    try:
+        async with asyncio.timeout(2):
+            await client.bootstrap()
+        return "ok"
+    except Exception as exc:
+        return f"failed: {type(exc).__name__}"
+    finally:
+        await client.close()

@@ -1,0 +1,120 @@
+"""The `gpucloud` command line: process roles, the embedded stack, and ops tools."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from gateways import opstools, processes
+from infra.bootstrap import SystemNotFoundError, resolve
+from infra.observability import setup_logging
+from infra.settings import Settings
+
+app = typer.Typer(help="gpucloud: control plane of a GPU rental cloud.", no_args_is_help=True)
+relay_app = typer.Typer(help="Run the relay, or republish stored events.")
+projections_app = typer.Typer(help="Read models.", no_args_is_help=True)
+events_app = typer.Typer(help="Inspect topics.", no_args_is_help=True)
+app.add_typer(relay_app, name="relay")
+app.add_typer(projections_app, name="projections")
+app.add_typer(events_app, name="events")
+err = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", envvar="GPUCLOUD_DATA_DIR", help="Embedded stack's data folder."),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def settings_for(data_dir: Path | None, role: str) -> Settings:
+    """Every command finds the system the same way (env vars, else the running stack)."""
+    base = Settings()
+    if data_dir is not None:
+        base = base.with_(data_dir=data_dir)
+    setup_logging(base.log_level, role)
+    try:
+        return resolve(base)
+    except SystemNotFoundError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def up(
+    data_dir: DataDir = None,
+    api_port: Annotated[int | None, typer.Option(help="API port (default 8000).")] = None,
+) -> None:
+    """Start the whole system (embedded PostgreSQL and broker unless real ones are named)."""
+    from gateways.stack import up as run_up
+
+    s = Settings()
+    s = s.with_(data_dir=data_dir or s.data_dir, api_port=api_port or s.api_port)
+    setup_logging(s.log_level, "up")
+    run_up(s)
+
+
+@app.command()
+def api(data_dir: DataDir = None) -> None:
+    """Serve the HTTP API."""
+    asyncio.run(processes.serve_api(settings_for(data_dir, "api")))
+
+
+@relay_app.callback(invoke_without_command=True)
+def relay(ctx: typer.Context, data_dir: DataDir = None) -> None:
+    """Publish stored events to Kafka (one active relay; others wait as hot standby)."""
+    if ctx.invoked_subcommand is None:
+        asyncio.run(processes.run_relay(settings_for(data_dir, "relay")))
+
+
+@relay_app.command("republish")
+def republish(
+    start: Annotated[int, typer.Option("--from", min=1, help="First notification id.")] = 1,
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Publish the event log again from notification id N (consumers dedupe)."""
+    asyncio.run(opstools.republish(settings_for(data_dir, "cli"), start, json_out))
+
+
+@app.command()
+def projector(data_dir: DataDir = None) -> None:
+    """Run the projections (Kafka -> read models)."""
+    asyncio.run(processes.run_projector(settings_for(data_dir, "projector")))
+
+
+@app.command()
+def worker(data_dir: DataDir = None) -> None:
+    """Run the process managers."""
+    asyncio.run(processes.run_worker(settings_for(data_dir, "worker")))
+
+
+@projections_app.command("rebuild")
+def rebuild(name: str, data_dir: DataDir = None, json_out: JsonOut = False) -> None:
+    """Empty read model NAME and replay it from the event store."""
+    asyncio.run(opstools.rebuild(settings_for(data_dir, "cli"), name, json_out))
+
+
+@events_app.command("tail")
+def tail(
+    topic: str,
+    limit: Annotated[int | None, typer.Option(help="Stop after N messages.")] = None,
+    idle: Annotated[float, typer.Option(help="Stop after this many quiet seconds.")] = 2.0,
+    follow: Annotated[bool, typer.Option("--follow", help="Keep waiting for new ones.")] = False,
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Print the messages of TOPIC from the beginning."""
+    s = settings_for(data_dir, "cli")
+    asyncio.run(opstools.tail(s, topic, limit, None if follow else idle, json_out))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

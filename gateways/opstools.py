@@ -1,0 +1,145 @@
+"""Ops tools behind the CLI: republish, rebuild, tail. Long runs show a progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import typer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from gateways.processes import relays_for
+from gateways.projector import PROJECTIONS
+from infra.bootstrap import build_system
+from infra.cloudevents import to_message
+from infra.relay import AdvisoryLock
+from infra.settings import Settings
+from infra.topics import partition_counts
+from projections.envelope import from_record
+from projections.runner import apply_batch
+from projections.tenants import rebuild as rebuild_tenants
+
+console = Console()
+err = Console(stderr=True)
+REBUILDERS = {"tenants": rebuild_tenants}
+
+
+async def republish(settings: Settings, start: int, json_out: bool) -> None:
+    system = build_system(settings)
+    await system.open()
+    lock = AdvisoryLock(settings.database_url or "", f"gpucloud.relay.{settings.db_schema}")
+    try:
+        relays = relays_for(system)
+        for relay in relays:
+            await relay.positions.reset(start - 1)
+        got = await _try_lock(lock)
+        if not got:
+            _say(json_out, {"republish_from": start, "by": "running relay"})
+            return
+        total = 0
+        with Progress(console=err, disable=json_out) as bar:
+            for relay in relays:
+                todo = await relay.lag()
+                task = bar.add_task(f"republishing {relay.app.name}", total=todo)
+                while sent := await relay.publish_pending():
+                    total += sent
+                    bar.advance(task, sent)
+                await relay.close()
+        _say(json_out, {"republish_from": start, "published": total, "by": "this command"})
+    finally:
+        await lock.release()
+        await system.close()
+
+
+async def _try_lock(lock: AdvisoryLock) -> bool:
+    try:
+        await asyncio.wait_for(lock.acquire(poll=0.1), timeout=1.0)
+        return True
+    except TimeoutError:
+        return False
+
+
+async def rebuild(settings: Settings, name: str, json_out: bool) -> None:
+    projection = next((p for p in PROJECTIONS if p.name == name), None)
+    if projection is None:
+        known = ", ".join(p.name for p in PROJECTIONS)
+        err.print(f"[red]error:[/] no projection named {name!r}; known: {known}")
+        raise typer.Exit(2)
+    system = build_system(settings)
+    await system.open()
+    applied = 0
+    try:
+        async with system.pool.connection() as conn:
+            await REBUILDERS[name](conn)
+            for app in system.applications:
+                head = await asyncio.to_thread(app.recorder.max_notification_id) or 0
+                with Progress(console=err, disable=json_out) as bar:
+                    task = bar.add_task(f"replaying {app.name}", total=head)
+                    position = 0
+                    while notes := await asyncio.to_thread(
+                        app.recorder.select_notifications, position + 1, 1000
+                    ):
+                        batch = [_envelope(app.name, app.mapper, n) for n in notes]
+                        ours = [e for e in batch if e.topic in projection.topics]
+                        applied += await apply_batch(conn, projection, settings.broker_epoch, ours)
+                        position = notes[-1].id
+                        bar.update(task, completed=position)
+    finally:
+        await system.close()
+    _say(json_out, {"projection": name, "applied": applied})
+
+
+def _envelope(context: str, mapper: Any, note: Any) -> Any:
+    msg = to_message(context, mapper, note)
+    return from_record(msg.topic, -1, -1, dict(msg.headers), msg.value)
+
+
+async def tail(
+    settings: Settings, topic: str, limit: int | None, idle: float | None, json_out: bool
+) -> None:
+    bootstrap = settings.kafka_bootstrap_servers or ""
+    count = (await partition_counts(bootstrap, [topic]))[topic]
+    if count == 0:
+        err.print(f"[red]error:[/] topic {topic!r} does not exist")
+        raise typer.Exit(2)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    consumer.assign([TopicPartition(topic, p) for p in range(count)])
+    seen = 0
+    try:
+        while limit is None or seen < limit:
+            batch = await consumer.getmany(timeout_ms=int((idle or 1.0) * 1000))
+            if not batch and idle is not None:
+                break
+            for records in batch.values():
+                for r in records:
+                    _print_record(r, json_out)
+                    seen += 1
+    finally:
+        await consumer.stop()
+
+
+def _print_record(r: Any, json_out: bool) -> None:
+    headers = {k: v.decode(errors="replace") for k, v in r.headers}
+    row = {"partition": r.partition, "offset": r.offset, "key": (r.key or b"").decode()}
+    row |= {"headers": headers, "value": (r.value or b"").decode(errors="replace")}
+    if json_out:
+        sys.stdout.write(json.dumps(row) + "\n")
+        sys.stdout.flush()
+        return
+    console.print(f"[bold]{r.partition}@{r.offset}[/] {headers.get('ce_type')} {row['value']}")
+
+
+def _say(json_out: bool, data: dict[str, Any]) -> None:
+    if json_out:
+        sys.stdout.write(json.dumps(data) + "\n")
+        return
+    table = Table(show_header=False)
+    for k, v in data.items():
+        table.add_row(k, str(v))
+    console.print(table)

@@ -1,0 +1,104 @@
+"""RFC 9457 problem details: one table maps each error class to a status and a stable type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import PersistenceError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domain.errors import (
+    DomainError,
+    IdempotencyKeyReusedError,
+    NotFoundError,
+    ValidationFailedError,
+)
+
+TYPE_BASE = "https://gpucloud.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+
+class ProblemError(Exception):
+    """Raised at the edge for errors that are not the domain's (auth, tokens, lagging reads)."""
+
+    def __init__(
+        self, status: int, kind: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.kind, self.detail, self.headers = status, kind, detail, headers or {}
+
+
+DOMAIN_TABLE: dict[type[DomainError], tuple[int, str]] = {
+    ValidationFailedError: (422, "validation-failed"),
+    IdempotencyKeyReusedError: (422, "idempotency-key-reused"),
+    NotFoundError: (404, "not-found"),
+}
+UNAVAILABLE = (PersistenceError, psycopg.OperationalError, PoolTimeout)
+
+
+def problem(
+    status: int,
+    kind: str,
+    detail: str,
+    request: Request,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = {
+        "type": TYPE_BASE + kind,
+        "title": kind.replace("-", " ").capitalize(),
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
+
+
+def _domain(request: Request, exc: Exception) -> JSONResponse:
+    for cls in type(exc).__mro__:
+        if cls in DOMAIN_TABLE:
+            status, kind = DOMAIN_TABLE[cls]
+            return problem(status, kind, str(exc), request)
+    return problem(400, "domain-rule-violated", str(exc), request)
+
+
+def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    if any(e["type"] == "json_invalid" for e in errors):
+        return problem(400, "malformed-json", "the request body is not valid JSON", request)
+    return problem(422, "validation-failed", "the request is not valid", request, errors=errors)
+
+
+def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+    return problem(exc.status_code, kind, str(exc.detail), request)
+
+
+def _edge(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem(exc.status, exc.kind, exc.detail, request, exc.headers)
+
+
+def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    detail = "the database is unavailable; retry shortly (nothing was written)"
+    return problem(503, "database-unavailable", detail, request, {"Retry-After": "2"})
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(ProblemError, _edge)
+    for cls in UNAVAILABLE:
+        app.add_exception_handler(cls, _unavailable)

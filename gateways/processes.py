@@ -1,0 +1,123 @@
+"""Process roles: api, relay, projector, worker. Each builds its adapters from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+
+from gateways.api import create_app
+from gateways.projector import PROJECTIONS, build_projector
+from infra import messages
+from infra.bootstrap import System, build_system, producer_factory
+from infra.db import async_pool
+from infra.observability import setup_tracing
+from infra.relay import AdvisoryLock, Relay, RelayPositions
+from infra.settings import Settings
+from infra.topics import ensure_topics
+
+log = logging.getLogger("gpucloud")
+
+
+def stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve_api(settings: Settings) -> None:
+    setup_tracing("gpucloud-api", settings.otlp_endpoint)
+    app = create_app(build_system(settings))
+    config = uvicorn.Config(
+        app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False
+    )
+    await uvicorn.Server(config).serve()
+
+
+def relays_for(system: System) -> list[Relay]:
+    s = system.settings
+    return [
+        Relay(
+            app,
+            RelayPositions(system.pool, f"{s.db_schema}.{app.name}", s.broker_epoch),
+            lambda: producer_factory(s),
+            batch=s.relay_batch,
+            poll=s.relay_poll_seconds,
+            prepare=lambda: ensure_topics(
+                s.kafka_bootstrap_servers or "", messages.topics(), s.kafka_partitions
+            ),
+        )
+        for app in system.applications
+    ]
+
+
+async def run_relay(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Hot standby: wait for the advisory lock, then publish until stopped."""
+    stop = stop or stop_on_signals()
+    system = build_system(settings)
+    await system.open()
+    lock = AdvisoryLock(_plain(settings), f"gpucloud.relay.{settings.db_schema}")
+    try:
+        log.info("relay waiting for the advisory lock")
+        await _until_stopped(lock.acquire(), stop)
+        if stop.is_set():
+            return
+        log.info("relay holds the lock; publishing")
+        relays = relays_for(system)
+        for relay in relays:
+            await relay.positions.forget_other_epochs()
+        await asyncio.gather(*(r.run(stop) for r in relays))
+        for relay in relays:
+            await relay.close()
+    finally:
+        await lock.release()
+        await system.close()
+
+
+async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    stop = stop or stop_on_signals()
+    assert settings.kafka_bootstrap_servers and settings.database_url
+    provider = setup_tracing("gpucloud-projector", settings.otlp_endpoint)
+    names = sorted({t for p in PROJECTIONS for t in p.topics})
+    partitions = await ensure_topics(
+        settings.kafka_bootstrap_servers, messages.topics(), settings.kafka_partitions
+    )
+    pool = async_pool(settings.database_url, settings.db_schema)
+    app = build_projector(settings, pool, {n: partitions[n] for n in names}, provider)
+    try:
+        await pool.open()
+        await app.start()
+        log.info("projector started: %s", ", ".join(p.name for p in PROJECTIONS))
+        await stop.wait()
+    finally:
+        await app.stop()
+        await pool.close()
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Hosts the process managers (billing, hold expiry, provisioning); none exist yet."""
+    stop = stop or stop_on_signals()
+    log.info("worker started; no process managers are registered yet")
+    await stop.wait()
+
+
+def _plain(settings: Settings) -> str:
+    assert settings.database_url
+    return settings.database_url
+
+
+async def _until_stopped(work: Awaitable[None], stop: asyncio.Event) -> None:
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not task.done():
+        task.cancel()
+
+
+RoleRunner = Callable[[Settings], Awaitable[None]]

@@ -1,0 +1,154 @@
+"""`gpucloud up`: the whole system in one command, on embedded or real servers.
+
+Starts embedded PostgreSQL and Tansu unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS name real
+ones, records how to reach them in ``<data-dir>/stack.json`` (every other command reads it),
+creates the topics, then runs each process role as a child process and restarts one that dies.
+Ctrl-C or SIGTERM stops the children, then the broker, then PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from infra import messages
+from infra.bootstrap import stack_file
+from infra.db import migrate
+from infra.embedded import EmbeddedBroker, EmbeddedPostgres
+from infra.settings import Settings
+from infra.topics import ensure_topics
+
+ROLES = ("api", "relay", "projector", "worker")
+console = Console(stderr=True)
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    postgres: EmbeddedPostgres | None = None
+    broker: EmbeddedBroker | None = None
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start_servers(self) -> Settings:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        db, kafka, epoch = s.database_url, s.kafka_bootstrap_servers, s.broker_epoch
+        if not db:
+            self.postgres = EmbeddedPostgres(s.data_dir)
+            db = self.postgres.start()
+        if not kafka:
+            self.broker = EmbeddedBroker(s.data_dir)
+            kafka = self.broker.start()
+            epoch = f"embedded-{uuid.uuid4()}"  # memory storage: a new, empty broker
+        token = s.ops_token or _saved_token(s.data_dir) or secrets.token_urlsafe(24)
+        return s.with_(
+            database_url=db, kafka_bootstrap_servers=kafka, broker_epoch=epoch, ops_token=token
+        )
+
+    def record(self, s: Settings) -> None:
+        stack = {
+            "database_url": s.database_url,
+            "kafka": s.kafka_bootstrap_servers,
+            "broker_epoch": s.broker_epoch,
+            "ops_token": s.ops_token,
+            "api_url": f"http://{s.api_host}:{s.api_port}",
+            "pid": os.getpid(),
+        }
+        path = stack_file(s.data_dir)
+        path.write_text(json.dumps(stack, indent=2))
+        path.chmod(0o600)
+        (s.data_dir / "ops_token").write_text(s.ops_token or "")
+
+    def spawn(self, role: str, s: Settings) -> None:
+        env = {
+            **os.environ,
+            "DATABASE_URL": s.database_url or "",
+            "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers or "",
+            "GPUCLOUD_BROKER_EPOCH": s.broker_epoch,
+            "GPUCLOUD_OPS_TOKEN": s.ops_token or "",
+            "GPUCLOUD_API_PORT": str(s.api_port),
+            "GPUCLOUD_DB_SCHEMA": s.db_schema,
+        }
+        cmd = [sys.executable, "-m", "gateways.cli", role]
+        self.children[role] = subprocess.Popen(cmd, env=env)
+
+    def stop(self) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for child in self.children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if self.broker:
+            self.broker.stop()
+        if self.postgres:
+            self.postgres.stop()
+        stack_file(self.settings.data_dir).unlink(missing_ok=True)
+
+
+def _saved_token(data_dir: Path) -> str | None:
+    path = data_dir / "ops_token"
+    return path.read_text().strip() or None if path.exists() else None
+
+
+def up(settings: Settings) -> None:
+    stack = Stack(settings)
+    stopping = {"now": False}
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        with console.status("starting PostgreSQL and the broker"):
+            s = stack.start_servers()
+            migrate(s.database_url or "", s.db_schema)
+            asyncio.run(
+                ensure_topics(
+                    s.kafka_bootstrap_servers or "", messages.topics(), s.kafka_partitions
+                )
+            )
+            stack.record(s)
+        for role in ROLES:
+            stack.spawn(role, s)
+        _announce(s)
+        _supervise(stack, s, stopping)
+    finally:
+        console.print("stopping gpucloud")
+        stack.stop()
+
+
+def _supervise(stack: Stack, s: Settings, stopping: dict[str, bool]) -> None:
+    while not stopping["now"]:
+        for role, child in list(stack.children.items()):
+            if child.poll() is not None and not stopping["now"]:
+                console.print(f"[yellow]{role} exited ({child.returncode}); restarting[/]")
+                stack.spawn(role, s)
+        time.sleep(0.5)
+
+
+def _announce(s: Settings) -> None:
+    api = f"http://{s.api_host}:{s.api_port}"
+    console.print(f"[bold green]gpucloud is up[/] (data in {s.data_dir})")
+    console.print(f"  API        {api}  (docs {api}/docs)")
+    console.print(f"  metrics    {api}/metrics")
+    console.print(f"  PostgreSQL {s.database_url}")
+    console.print(f"  Kafka      {s.kafka_bootstrap_servers}")
+    console.print(f"  ops key    {s.ops_token}  (also in {s.data_dir / 'ops_token'})")
+    console.print("Ctrl-C stops everything.")

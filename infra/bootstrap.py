@@ -1,0 +1,90 @@
+"""Composition root: finds the running system and builds every adapter from settings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from psycopg_pool import AsyncConnectionPool
+
+from handlers.identity import Tenants
+from infra.db import async_pool, migrate
+from infra.eventstore import open_app
+from infra.settings import Settings
+
+STACK_FILE = "stack.json"
+
+
+class SystemNotFoundError(RuntimeError):
+    """Neither DATABASE_URL/KAFKA_BOOTSTRAP_SERVERS nor a running embedded stack was found."""
+
+
+def stack_file(data_dir: Path) -> Path:
+    return data_dir / STACK_FILE
+
+
+def resolve(settings: Settings) -> Settings:
+    """Fill in what the environment left out from the stack ``gpucloud up`` records."""
+    if settings.database_url and settings.kafka_bootstrap_servers:
+        return settings
+    path = stack_file(settings.data_dir)
+    if not path.exists():
+        raise SystemNotFoundError(
+            f"no DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS set and no running stack in "
+            f"{settings.data_dir}: start one with `gpucloud up --data-dir {settings.data_dir}` "
+            f"or set both variables"
+        )
+    stack: dict[str, Any] = json.loads(path.read_text())
+    return settings.with_(
+        database_url=settings.database_url or stack["database_url"],
+        kafka_bootstrap_servers=settings.kafka_bootstrap_servers or stack["kafka"],
+        broker_epoch=stack.get("broker_epoch", settings.broker_epoch),
+        ops_token=settings.ops_token or stack.get("ops_token"),
+    )
+
+
+def producer_factory(settings: Settings) -> AIOKafkaProducer:
+    """The relay's producer. Idempotence is a setting: on for real Kafka, Tansu rejects it."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=settings.kafka_idempotent_producer,
+        linger_ms=2,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=10_000,
+    )
+
+
+@dataclass
+class System:
+    """The write side (applications) and the read side (an async pool) of one deployment."""
+
+    settings: Settings
+    tenants: Tenants
+    pool: AsyncConnectionPool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def applications(self) -> list[Tenants]:
+        return [self.tenants]
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+        for app in self.applications:
+            app.close()
+
+
+def build_system(settings: Settings) -> System:
+    assert settings.database_url, "resolve(settings) first"
+    migrate(settings.database_url, settings.db_schema)
+    return System(
+        settings=settings,
+        tenants=open_app(Tenants, settings.database_url, settings.db_schema),
+        pool=async_pool(settings.database_url, settings.db_schema),
+    )

@@ -1,0 +1,45 @@
+"""PostgreSQL plumbing for the read side: schema migrations (yoyo) and connection pools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote, urlencode, urlparse, urlunparse
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+from yoyo import get_backend, read_migrations
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def conninfo(database_url: str, schema: str) -> str:
+    """A libpq URL whose sessions resolve unqualified names in ``schema``."""
+    url = urlparse(database_url)
+    query = urlencode({"options": f"-c search_path={schema}"}, quote_via=quote)
+    return urlunparse(url._replace(scheme="postgresql", query=query))
+
+
+def ensure_schema(database_url: str, schema: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+
+
+def migrate(database_url: str, schema: str) -> int:
+    """Apply pending read-model migrations; returns how many ran."""
+    ensure_schema(database_url, schema)
+    url = urlparse(database_url)
+    yoyo_url = urlunparse(url._replace(scheme="postgresql+psycopg", query=f"schema={schema}"))
+    backend = get_backend(yoyo_url)
+    migrations = read_migrations(str(MIGRATIONS))
+    with backend.lock():
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations(pending)
+    return len(pending)
+
+
+def async_pool(database_url: str, schema: str, size: int = 4) -> AsyncConnectionPool:
+    """An async pool, opened by the caller (``await pool.open()``)."""
+    return AsyncConnectionPool(
+        conninfo(database_url, schema), min_size=1, max_size=size, open=False, timeout=5
+    )

@@ -1,0 +1,76 @@
+"""The event store: eventsourcing Applications on PostgreSQL, and the metadata each event carries.
+
+Command metadata (correlation id, causation id, W3C traceparent, actor) is not domain state, so
+the aggregates never see it: the gateway puts it in a context variable and the transcoder writes
+it beside the event's state under ``__meta__`` in the same row, in the same transaction. The relay
+reads it back out to fill the CloudEvents headers.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import JSONTranscoder
+
+A = TypeVar("A", bound=Application[Any])
+META_KEY = "__meta__"
+_meta: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "gpucloud_event_meta", default=None
+)
+
+
+@contextmanager
+def event_metadata(**meta: str | None) -> Iterator[None]:
+    """Every event saved inside this block records ``meta`` (None values dropped)."""
+    token = _meta.set({k: v for k, v in meta.items() if v is not None})
+    try:
+        yield
+    finally:
+        _meta.reset(token)
+
+
+class MetadataTranscoder(JSONTranscoder):
+    """JSON transcoder that stores the current command metadata beside each event's state."""
+
+    def encode(self, obj: Any) -> bytes:
+        meta = _meta.get()
+        if meta and isinstance(obj, dict):
+            obj = {**obj, META_KEY: meta}
+        return super().encode(obj)
+
+    def decode(self, data: bytes) -> Any:
+        decoded = super().decode(data)
+        if isinstance(decoded, dict):
+            decoded.pop(META_KEY, None)
+        return decoded
+
+
+def postgres_env(database_url: str, schema: str = "public") -> dict[str, str]:
+    """eventsourcing settings for PostgreSQL, spelled out: without PERSISTENCE_MODULE the
+    library silently keeps events in memory. POSTGRES_ENABLE_DB_FUNCTIONS stays off: with
+    concurrent writers it lets notification-log readers skip events."""
+    url = urlparse(database_url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "TRANSCODER_TOPIC": f"{__name__}:MetadataTranscoder",
+        "POSTGRES_DBNAME": unquote(url.path.lstrip("/")) or "postgres",
+        "POSTGRES_HOST": url.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(url.port or 5432),
+        "POSTGRES_USER": unquote(url.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(url.password or ""),
+        "POSTGRES_SCHEMA": schema,
+        "POSTGRES_POOL_SIZE": "4",
+        "POSTGRES_MAX_OVERFLOW": "4",
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        "CREATE_TABLE": "y",
+    }
+
+
+def open_app(cls: type[A], database_url: str, schema: str) -> A:
+    return cls(env=postgres_env(database_url, schema))

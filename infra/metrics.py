@@ -1,0 +1,26 @@
+"""Prometheus metrics, one registry per process (the default one)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_LATENCY = Histogram(
+    "gpucloud_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route", "status"],
+)
+COMMANDS = Counter("gpucloud_commands_total", "Commands handled", ["command", "outcome"])
+RELAY_PUBLISHED = Counter(
+    "gpucloud_relay_published_total", "Events published by the relay", ["context"]
+)
+RELAY_LAG = Gauge("gpucloud_relay_lag_events", "Stored events not yet published", ["context"])
+RELAY_ERRORS = Counter("gpucloud_relay_errors_total", "Relay publish failures", ["context"])
+PROJECTION_APPLIED = Counter(
+    "gpucloud_projection_applied_total", "Events applied to read models", ["projection"]
+)
+PROJECTION_LAG = Gauge(
+    "gpucloud_projection_lag_messages",
+    "Messages on the topic not yet applied",
+    ["projection", "topic", "partition"],
+)
+CONSUMER_ERRORS = Counter(
+    "gpucloud_consumer_errors_total", "Messages a consumer failed to handle", ["consumer"]
+)

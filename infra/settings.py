@@ -1,0 +1,33 @@
+"""Settings, read once from the environment (prefix-free names operators already know)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    kafka_bootstrap_servers: str | None = Field(default=None, alias="KAFKA_BOOTSTRAP_SERVERS")
+    data_dir: Path = Field(default=Path(".gpucloud"), alias="GPUCLOUD_DATA_DIR")
+    db_schema: str = Field(default="public", alias="GPUCLOUD_DB_SCHEMA")
+    broker_epoch: str = Field(default="kafka", alias="GPUCLOUD_BROKER_EPOCH")
+    kafka_partitions: int = Field(default=3, alias="GPUCLOUD_KAFKA_PARTITIONS")
+    kafka_idempotent_producer: bool = Field(default=False, alias="GPUCLOUD_KAFKA_IDEMPOTENCE")
+    api_host: str = Field(default="127.0.0.1", alias="GPUCLOUD_API_HOST")
+    api_port: int = Field(default=8000, alias="GPUCLOUD_API_PORT")
+    read_wait_seconds: float = Field(default=2.0, alias="GPUCLOUD_READ_WAIT_SECONDS")
+    max_body_bytes: int = Field(default=64 * 1024, alias="GPUCLOUD_MAX_BODY_BYTES")
+    otlp_endpoint: str | None = Field(default=None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    relay_batch: int = Field(default=500, alias="GPUCLOUD_RELAY_BATCH")
+    relay_poll_seconds: float = Field(default=0.05, alias="GPUCLOUD_RELAY_POLL_SECONDS")
+    fault: str | None = Field(default=None, alias="GPUCLOUD_FAULT")
+    log_level: str = Field(default="INFO", alias="GPUCLOUD_LOG_LEVEL")
+    ops_token: str | None = Field(default=None, alias="GPUCLOUD_OPS_TOKEN")
+
+    def with_(self, **changes: object) -> Settings:
+        return self.model_copy(update=changes)

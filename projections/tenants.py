@@ -1,0 +1,44 @@
+"""Read model: tenants, served by GET /v1/tenants/{id}."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg.rows import dict_row
+
+from projections.envelope import Envelope
+from projections.runner import Projection
+
+TENANTS = Projection(name="tenants", topics=("identity.tenant.v1",))
+
+
+@TENANTS.on("cloud.gpu.tenant.created.v1")
+async def tenant_created(cur: AsyncCursor[Any], env: Envelope) -> None:
+    await cur.execute(
+        "INSERT INTO tenants (id, name, created_at, version, trace_id) VALUES (%s, %s, %s, %s, %s)",
+        (
+            env.data["tenant_id"],
+            env.data["name"],
+            env.data["created_at"],
+            env.sequence,
+            env.trace_id,
+        ),
+    )
+
+
+async def get_tenant(conn: AsyncConnection[Any], tenant_id: UUID) -> dict[str, Any] | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT id, name, created_at, version FROM tenants WHERE id = %s", (tenant_id,)
+        )
+        return await cur.fetchone()
+
+
+async def rebuild(conn: AsyncConnection[Any]) -> None:
+    """Forget the read model and its marks; the projector then re-reads its topics from 0."""
+    async with conn.transaction():
+        await conn.execute("DELETE FROM tenants")
+        await conn.execute("DELETE FROM projection_subjects WHERE projection = %s", (TENANTS.name,))
+        await conn.execute("DELETE FROM projection_offsets WHERE projection = %s", (TENANTS.name,))

@@ -1,0 +1,75 @@
+"""Shared fixtures: real PostgreSQL (DATABASE_URL, else embedded) and a real broker (Tansu).
+
+Each test gets its own PostgreSQL schema and its own broker epoch and ids; integration tests
+that read topics get a fresh Tansu (it starts in a fraction of a second), so no test sees
+another's messages.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from infra.embedded import EmbeddedBroker, EmbeddedPostgres
+from infra.settings import Settings
+from tests import containers
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    if url := os.environ.get("DATABASE_URL"):
+        yield url
+        return
+    if containers.wanted():
+        with containers.postgres() as url:
+            yield url
+        return
+    folder = Path(tempfile.mkdtemp(prefix="gpucloud-pg-"))
+    server = EmbeddedPostgres(folder)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def schema(database_url: str) -> Iterator[str]:
+    name = f"t_{secrets.token_hex(6)}"
+    yield name
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def kafka(tmp_path: Path) -> Iterator[str]:
+    if url := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield url
+        return
+    broker = EmbeddedBroker(tmp_path / "broker")
+    (tmp_path / "broker").mkdir()
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def settings(database_url: str, schema: str, kafka: str, tmp_path: Path) -> Settings:
+    return Settings(
+        DATABASE_URL=database_url,
+        KAFKA_BOOTSTRAP_SERVERS=kafka,
+        GPUCLOUD_DB_SCHEMA=schema,
+        GPUCLOUD_BROKER_EPOCH=f"test-{secrets.token_hex(4)}",
+        GPUCLOUD_OPS_TOKEN=secrets.token_urlsafe(16),
+        GPUCLOUD_DATA_DIR=tmp_path / "data",
+        GPUCLOUD_RELAY_POLL_SECONDS=0.02,
+    )

@@ -1,0 +1,89 @@
+"""Helpers for tests that run real processes: waits on conditions, consumers, servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import uvicorn
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from gateways import processes
+from gateways.api import create_app
+from infra.bootstrap import build_system
+from infra.embedded import free_port
+from infra.settings import Settings
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout: float = 15.0, every: float = 0.05
+) -> Any:
+    """Wait until ``check()`` returns something truthy; fail with the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+async def read_topic(bootstrap: str, topic: str, partitions: int, want: int) -> list[Any]:
+    """Read ``topic`` from the beginning until ``want`` records arrived (or 15 s passed)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+    records: list[Any] = []
+    deadline = time.monotonic() + 15
+    try:
+        while len(records) < want and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+@contextlib.asynccontextmanager
+async def roles(settings: Settings, *names: str) -> AsyncIterator[asyncio.Event]:
+    """Run process roles (relay, projector, worker) as tasks of this event loop."""
+    stop = asyncio.Event()
+    runners = {
+        "relay": processes.run_relay,
+        "projector": processes.run_projector,
+        "worker": processes.run_worker,
+    }
+    tasks = [asyncio.create_task(runners[n](settings, stop)) for n in names]
+    try:
+        yield stop
+    finally:
+        stop.set()
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+
+
+@contextlib.asynccontextmanager
+async def api_server(settings: Settings) -> AsyncIterator[str]:
+    """The real API on a real socket, for httpx to call."""
+    port = free_port()
+    app = create_app(build_system(settings))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

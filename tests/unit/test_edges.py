@@ -1,0 +1,91 @@
+"""Pure helpers at the edges: position tokens, event metadata, CloudEvents mapping."""
+
+import json
+from uuid import uuid4
+
+import pytest
+
+from gateways.consistency import make_token, parse_token
+from gateways.problems import ProblemError
+from handlers.identity import Tenants
+from infra.cloudevents import event_id, to_message
+from infra.eventstore import META_KEY, MetadataTranscoder, event_metadata
+from projections.envelope import MalformedEventError, from_record
+
+
+def test_position_token_round_trips() -> None:
+    subject = str(uuid4())
+    assert parse_token(make_token("tenants", subject, 7)) == ("tenants", subject, 7)
+
+
+@pytest.mark.parametrize("token", ["", "%%%", "bm90IGpzb24", make_token("x", "y", 1)[:-3]])
+def test_foreign_position_tokens_are_a_400(token: str) -> None:
+    with pytest.raises(ProblemError) as caught:
+        parse_token(token)
+    assert caught.value.status == 400
+
+
+def test_metadata_is_stored_beside_the_state_and_hidden_from_the_aggregate() -> None:
+    transcoder = MetadataTranscoder()
+    with event_metadata(correlation_id="c-1", causation_id=None):
+        stored = transcoder.encode({"name": "Acme"})
+    assert json.loads(stored)[META_KEY] == {"correlation_id": "c-1"}
+    assert transcoder.decode(stored) == {"name": "Acme"}
+    assert META_KEY not in json.loads(transcoder.encode({"name": "Acme"}))
+
+
+def _stored_tenant_notification(traceparent: str | None) -> tuple[Tenants, object]:
+    app = Tenants(
+        env={
+            "PERSISTENCE_MODULE": "eventsourcing.popo",
+            "TRANSCODER_TOPIC": "infra.eventstore:MetadataTranscoder",
+        }
+    )
+    with event_metadata(correlation_id="req-1", traceparent=traceparent):
+        app.create("Acme")
+    return app, app.recorder.select_notifications(1, 1)[0]
+
+
+def test_a_stored_event_becomes_a_binary_mode_cloudevent() -> None:
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    app, note = _stored_tenant_notification(tp)
+
+    msg = to_message("identity", app.mapper, note)  # type: ignore[arg-type]
+
+    headers = dict(msg.headers)
+    subject = str(note.originator_id)  # type: ignore[attr-defined]
+    assert msg.topic == "identity.tenant.v1"
+    assert msg.key == subject.encode()
+    assert headers["ce_type"] == b"cloud.gpu.tenant.created.v1"
+    assert headers["ce_subject"] == subject.encode()
+    assert headers["ce_specversion"] == b"1.0"
+    assert headers["ce_sequence"] == b"1"
+    assert headers["ce_tenantid"] == subject.encode()
+    assert headers["ce_correlationid"] == b"req-1"
+    assert headers["ce_id"] == event_id(subject, 1).encode()
+    assert headers["traceparent"] == tp.encode()
+    assert json.loads(msg.value)["name"] == "Acme"
+
+
+def test_an_envelope_reads_back_what_the_relay_wrote() -> None:
+    app, note = _stored_tenant_notification(None)
+    msg = to_message("identity", app.mapper, note)  # type: ignore[arg-type]
+
+    env = from_record(msg.topic, 2, 41, dict(msg.headers), msg.value)
+
+    assert (env.partition, env.offset, env.sequence) == (2, 41, 1)
+    assert env.data["name"] == "Acme"
+    assert env.trace_id is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "value"),
+    [
+        ({}, b"{}"),
+        ({"ce_type": b"t", "ce_subject": b"s", "ce_tenantid": b"x", "ce_sequence": b"NaN"}, b"{}"),
+        ({"ce_type": b"t", "ce_subject": b"s", "ce_tenantid": b"x", "ce_sequence": b"1"}, b"{"),
+    ],
+)
+def test_malformed_messages_are_recognised(headers: dict[str, bytes], value: bytes) -> None:
+    with pytest.raises(MalformedEventError):
+        from_record("t", 0, 0, headers, value)
