@@ -64,6 +64,8 @@ class Stack:
             "ops_token": s.ops_token,
             "api_url": f"http://{s.api_host}:{s.api_port}",
             "pid": os.getpid(),
+            "postgres_pid": self.postgres.pid if self.postgres else None,
+            "broker_pid": self.broker.pid if self.broker else None,
         }
         path = stack_file(s.data_dir)
         path.write_text(json.dumps(stack, indent=2))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
-from typing import Annotated
+from typing import Annotated, TypeVar
 from uuid import UUID
 
-from anyio import CapacityLimiter, to_thread
+from anyio import CapacityLimiter, fail_after, to_thread
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import propagate
@@ -63,8 +64,27 @@ def require_ops(
     return "ops"
 
 
+T = TypeVar("T")
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 _limiter = CapacityLimiter(8)
+
+
+async def run_command(fn: Callable[[], T], deadline: float) -> T:
+    """Run a blocking eventsourcing call in a worker thread, answering 503 past ``deadline``.
+
+    The store write is one transaction, so a command cut off here either committed or did
+    not: the client retries with the same Idempotency-Key and gets the same answer.
+    """
+    try:
+        with fail_after(deadline):
+            return await to_thread.run_sync(fn, limiter=_limiter, abandon_on_cancel=True)
+    except TimeoutError as exc:
+        raise ProblemError(
+            503,
+            "command-timeout",
+            "the command did not finish in time; retry with the same Idempotency-Key",
+            {"Retry-After": "2"},
+        ) from exc
 
 
 def _trace_header() -> str | None:
@@ -86,11 +106,11 @@ async def create_tenant(
     with event_metadata(
         correlation_id=rid, causation_id=rid, traceparent=_trace_header(), actor=actor
     ):
-        written = await to_thread.run_sync(
-            partial(sys.tenants.create, body.name, idempotency_key), limiter=_limiter
+        written = await run_command(
+            partial(sys.tenants.create, body.name, idempotency_key), sys.settings.command_timeout
         )
     metrics.COMMANDS.labels("tenant.create", "created" if written.created else "replayed").inc()
-    tenant = await to_thread.run_sync(sys.tenants.get, written.id, limiter=_limiter)
+    tenant = await run_command(partial(sys.tenants.get, written.id), sys.settings.command_timeout)
     response.headers["Location"] = f"/v1/tenants/{written.id}"
     response.headers[consistency.HEADER] = consistency.make_token(
         TENANTS.name, str(written.id), written.version

@@ -85,6 +85,8 @@ def build_system(settings: Settings) -> System:
     migrate(settings.database_url, settings.db_schema)
     return System(
         settings=settings,
-        tenants=open_app(Tenants, settings.database_url, settings.db_schema),
+        tenants=open_app(
+            Tenants, settings.database_url, settings.db_schema, settings.pg_connect_timeout
+        ),
         pool=async_pool(settings.database_url, settings.db_schema),
     )

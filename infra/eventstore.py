@@ -50,7 +50,9 @@ class MetadataTranscoder(JSONTranscoder):
         return decoded
 
 
-def postgres_env(database_url: str, schema: str = "public") -> dict[str, str]:
+def postgres_env(
+    database_url: str, schema: str = "public", connect_timeout: int = 2
+) -> dict[str, str]:
     """eventsourcing settings for PostgreSQL, spelled out: without PERSISTENCE_MODULE the
     library silently keeps events in memory. POSTGRES_ENABLE_DB_FUNCTIONS stays off: with
     concurrent writers it lets notification-log readers skip events."""
@@ -66,11 +68,11 @@ def postgres_env(database_url: str, schema: str = "public") -> dict[str, str]:
         "POSTGRES_SCHEMA": schema,
         "POSTGRES_POOL_SIZE": "4",
         "POSTGRES_MAX_OVERFLOW": "4",
-        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_CONNECT_TIMEOUT": str(connect_timeout),
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         "CREATE_TABLE": "y",
     }
 
 
-def open_app(cls: type[A], database_url: str, schema: str) -> A:
-    return cls(env=postgres_env(database_url, schema))
+def open_app(cls: type[A], database_url: str, schema: str, connect_timeout: int = 2) -> A:
+    return cls(env=postgres_env(database_url, schema, connect_timeout))

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(default=0.05, alias="GPUCLOUD_RELAY_POLL_SECONDS")
     fault: str | None = Field(default=None, alias="GPUCLOUD_FAULT")
     log_level: str = Field(default="INFO", alias="GPUCLOUD_LOG_LEVEL")
+    command_timeout: float = Field(default=4.0, alias="GPUCLOUD_COMMAND_TIMEOUT")
+    pg_connect_timeout: int = Field(default=2, alias="GPUCLOUD_PG_CONNECT_TIMEOUT")
     ops_token: str | None = Field(default=None, alias="GPUCLOUD_OPS_TOKEN")
 
     def with_(self, **changes: object) -> Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -87,3 +88,14 @@ async def api_server(settings: Settings) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+def role_env(settings: Settings, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url or "",
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "GPUCLOUD_DB_SCHEMA": settings.db_schema,
+        "GPUCLOUD_BROKER_EPOCH": settings.broker_epoch,
+        **extra,
+    }

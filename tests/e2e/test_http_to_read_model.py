@@ -21,22 +21,25 @@ def auth(settings: Settings) -> dict[str, str]:
 
 
 async def test_a_created_tenant_reaches_the_read_model_with_one_trace(settings: Settings) -> None:
-    async with api_server(settings) as url, roles(settings, "relay", "projector"):
-        async with httpx.AsyncClient(base_url=url) as http:
-            created = await http.post(
-                "/v1/tenants",
-                json={"name": "Acme Research"},
-                headers={**auth(settings), "X-Request-ID": "req-42", "traceparent": TRACEPARENT},
-            )
-            assert created.status_code == 201, created.text
-            tenant_id = created.json()["id"]
-            token = created.headers["X-Position-Token"]
-            assert created.headers["Location"] == f"/v1/tenants/{tenant_id}"
+    async with (
+        api_server(settings) as url,
+        roles(settings, "relay", "projector"),
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        created = await http.post(
+            "/v1/tenants",
+            json={"name": "Acme Research"},
+            headers={**auth(settings), "X-Request-ID": "req-42", "traceparent": TRACEPARENT},
+        )
+        assert created.status_code == 201, created.text
+        tenant_id = created.json()["id"]
+        token = created.headers["X-Position-Token"]
+        assert created.headers["Location"] == f"/v1/tenants/{tenant_id}"
 
-            read = await http.get(
-                f"/v1/tenants/{tenant_id}",
-                headers={**auth(settings), "X-Position-Token": token},
-            )
+        read = await http.get(
+            f"/v1/tenants/{tenant_id}",
+            headers={**auth(settings), "X-Position-Token": token},
+        )
 
     assert read.status_code == 200, read.text
     assert read.json()["name"] == "Acme Research"
@@ -161,3 +164,37 @@ async def test_with_the_broker_down_commands_are_stored_and_relayed_when_it_retu
         finally:
             broker.stop()
     assert records[0].key.decode() == created.json()["id"]
+
+
+async def test_with_postgres_down_commands_get_503_and_nothing_is_half_written(
+    settings: Settings,
+) -> None:
+    from infra.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(settings.data_dir / "own-postgres")
+    own = settings.with_(database_url=server.start())
+    try:
+        async with api_server(own) as url, httpx.AsyncClient(base_url=url, timeout=15) as http:
+            before = await http.post("/v1/tenants", json={"name": "Before"}, headers=auth(own))
+            server.stop()
+            keyed = {**auth(own), "Idempotency-Key": "during-1"}
+            during = await http.post("/v1/tenants", json={"name": "During"}, headers=keyed)
+            ready = await http.get("/readyz")
+            server.start()
+            after = await eventually(lambda: _created(http, own, "After"), timeout=20, every=0.5)
+            retried = await http.post("/v1/tenants", json={"name": "During"}, headers=keyed)
+        with psycopg.connect(own.database_url or "") as conn:
+            names = conn.execute(f"SELECT count(*) FROM {own.db_schema}.identity_events").fetchone()
+    finally:
+        server.stop()
+    assert (before.status_code, after.status_code, retried.status_code) == (201, 201, 201)
+    assert during.status_code == 503
+    assert during.headers["Retry-After"] == "2"
+    assert during.json()["type"].rsplit("/", 1)[1] in ("database-unavailable", "command-timeout")
+    assert ready.status_code == 503 and ready.json()["checks"]["postgres"].startswith("failed")
+    assert names == (3,)  # the retried command was stored once, whether or not it had landed
+
+
+async def _created(http: httpx.AsyncClient, settings: Settings, name: str) -> httpx.Response | None:
+    answer = await http.post("/v1/tenants", json={"name": name}, headers=auth(settings))
+    return answer if answer.status_code == 201 else None

@@ -1,0 +1,127 @@
+"""`gpucloud up` as a user runs it: embedded servers, restart, clean shutdown, the ops CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from infra.embedded import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def embedded_env(data_dir: Path) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    }
+    return {**env, "GPUCLOUD_DATA_DIR": str(data_dir)}
+
+
+def start_up(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateways.cli", "up", "--api-port", str(port)],
+        env=embedded_env(data_dir),
+    )
+
+
+def wait_ready(data_dir: Path, port: int, up: subprocess.Popen[bytes]) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert up.poll() is None, "gpucloud up exited early"
+        stack = data_dir / "stack.json"
+        try:
+            if stack.exists() and httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return dict(json.loads(stack.read_text()))
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("gpucloud up did not become ready in 60 s")
+
+
+def stop_up(up: subprocess.Popen[bytes], stack: dict[str, Any]) -> None:
+    up.send_signal(signal.SIGTERM)
+    assert up.wait(timeout=30) == 0
+    for pid in (stack["postgres_pid"], stack["broker_pid"]):
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateways.cli", *args],
+        env=embedded_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def create(port: int, token: str, name: str) -> httpx.Response:
+    return httpx.post(
+        f"http://127.0.0.1:{port}/v1/tenants",
+        json={"name": name},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+def read(port: int, token: str, created: httpx.Response | str) -> httpx.Response:
+    if isinstance(created, str):
+        return httpx.get(
+            f"http://127.0.0.1:{port}/v1/tenants/{created}",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    return httpx.get(
+        f"http://127.0.0.1:{port}{created.headers['Location']}",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "X-Position-Token": created.headers["X-Position-Token"],
+        },
+    )
+
+
+def test_the_embedded_stack_survives_a_restart_and_leaves_no_process(tmp_path: Path) -> None:
+    data_dir, port = tmp_path / "gpucloud", free_port()
+    up = start_up(data_dir, port)
+    try:
+        stack = wait_ready(data_dir, port, up)
+        first = create(port, stack["ops_token"], "Before Restart")
+        assert read(port, stack["ops_token"], first).status_code == 200
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=30)
+    stop_up(up, stack)
+    assert not (data_dir / "stack.json").exists()
+
+    up = start_up(data_dir, port)
+    try:
+        stack = wait_ready(data_dir, port, up)
+        old = read(port, stack["ops_token"], first.json()["id"])
+        second = create(port, stack["ops_token"], "After Restart")
+        assert read(port, stack["ops_token"], second).status_code == 200
+        tail = cli(data_dir, "events", "tail", "identity.tenant.v1", "--json", "--limit", "2")
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=30)
+    stop_up(up, stack)
+
+    assert old.status_code == 200 and old.json()["name"] == "Before Restart"
+    assert tail.returncode == 0, tail.stderr
+    names = sorted(
+        json.loads(json.loads(line)["value"])["name"] for line in tail.stdout.splitlines()
+    )
+    assert names == ["After Restart", "Before Restart"]  # the relay republished to the new broker
+
+
+def test_commands_without_a_running_stack_say_how_to_start_one(tmp_path: Path) -> None:
+    answer = cli(tmp_path / "nothing-here", "events", "tail", "identity.tenant.v1")
+    assert answer.returncode == 2
+    assert "gpucloud up" in answer.stderr
