@@ -4,12 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test gates lint typecheck layers pytest bench clean
+VALIDATOR := tools/asyncapi-validator
+VALIDATOR_STAMP := $(VALIDATOR)/node_modules/.package-lock.json
+
+.PHONY: run test gates lint typecheck layers pytest bench contracts clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# The official AsyncAPI 3 parser (npm), used by the contract tests. --ignore-scripts: no
+# install-time telemetry or downloads; the lock file pins every package.
+$(VALIDATOR_STAMP): $(VALIDATOR)/package.json $(VALIDATOR)/package-lock.json
+	cd $(VALIDATOR) && SCARF_ANALYTICS=false DO_NOT_TRACK=1 npm ci --ignore-scripts --no-audit --no-fund --silent
 
 run: $(STAMP)
 	$(BIN)/gpucloud up
@@ -28,12 +36,15 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(VALIDATOR_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/projection.py
+
+contracts: $(STAMP)
+	$(BIN)/python tools/export_contracts.py
 
 clean:
 	rm -rf $(VENV) .gpucloud

@@ -8,6 +8,7 @@ import signal
 from collections.abc import Awaitable, Callable
 
 import uvicorn
+from prometheus_client import start_http_server
 
 from gateways.api import create_app
 from gateways.projector import PROJECTIONS, build_projector
@@ -20,6 +21,12 @@ from infra.settings import Settings
 from infra.topics import ensure_topics
 
 log = logging.getLogger("gpucloud")
+
+
+def serve_metrics(settings: Settings) -> None:
+    """Roles without an HTTP API expose /metrics on their own port when one is given."""
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.api_host)
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -59,6 +66,7 @@ def relays_for(system: System) -> list[Relay]:
 async def run_relay(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Hot standby: wait for the advisory lock, then publish until stopped."""
     stop = stop or stop_on_signals()
+    serve_metrics(settings)
     system = build_system(settings)
     await system.open()
     lock = AdvisoryLock(_plain(settings), f"gpucloud.relay.{settings.db_schema}")
@@ -81,6 +89,7 @@ async def run_relay(settings: Settings, stop: asyncio.Event | None = None) -> No
 
 async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or stop_on_signals()
+    serve_metrics(settings)
     assert settings.kafka_bootstrap_servers and settings.database_url
     provider = setup_tracing("gpucloud-projector", settings.otlp_endpoint)
     names = sorted({t for p in PROJECTIONS for t in p.topics})
@@ -102,6 +111,7 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Hosts the process managers (billing, hold expiry, provisioning); none exist yet."""
     stop = stop or stop_on_signals()
+    serve_metrics(settings)
     log.info("worker started; no process managers are registered yet")
     await stop.wait()
 

@@ -82,6 +82,8 @@ class Stack:
             "GPUCLOUD_API_PORT": str(s.api_port),
             "GPUCLOUD_DB_SCHEMA": s.db_schema,
         }
+        if role != "api":
+            env["GPUCLOUD_METRICS_PORT"] = str(s.api_port + 1 + ROLES.index(role))
         cmd = [sys.executable, "-m", "gateways.cli", role]
         self.children[role] = subprocess.Popen(cmd, env=env)
 
@@ -149,7 +151,10 @@ def _announce(s: Settings) -> None:
     api = f"http://{s.api_host}:{s.api_port}"
     console.print(f"[bold green]gpucloud is up[/] (data in {s.data_dir})")
     console.print(f"  API        {api}  (docs {api}/docs)")
-    console.print(f"  metrics    {api}/metrics")
+    others = ", ".join(
+        f"{role} :{s.api_port + 1 + i}" for i, role in enumerate(ROLES) if role != "api"
+    )
+    console.print(f"  metrics    {api}/metrics  ({others})")
     console.print(f"  PostgreSQL {s.database_url}")
     console.print(f"  Kafka      {s.kafka_bootstrap_servers}")
     console.print(f"  ops key    {s.ops_token}  (also in {s.data_dir / 'ops_token'})")

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", alias="GPUCLOUD_LOG_LEVEL")
     command_timeout: float = Field(default=4.0, alias="GPUCLOUD_COMMAND_TIMEOUT")
     pg_connect_timeout: int = Field(default=2, alias="GPUCLOUD_PG_CONNECT_TIMEOUT")
+    metrics_port: int | None = Field(default=None, alias="GPUCLOUD_METRICS_PORT")
     ops_token: str | None = Field(default=None, alias="GPUCLOUD_OPS_TOKEN")
 
     def with_(self, **changes: object) -> Settings:

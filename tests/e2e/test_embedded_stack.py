@@ -108,6 +108,7 @@ def test_the_embedded_stack_survives_a_restart_and_leaves_no_process(tmp_path: P
         second = create(port, stack["ops_token"], "After Restart")
         assert read(port, stack["ops_token"], second).status_code == 200
         tail = cli(data_dir, "events", "tail", "identity.tenant.v1", "--json", "--limit", "2")
+        relay_metrics = httpx.get(f"http://127.0.0.1:{port + 2}/metrics").text
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=30)
@@ -115,6 +116,7 @@ def test_the_embedded_stack_survives_a_restart_and_leaves_no_process(tmp_path: P
 
     assert old.status_code == 200 and old.json()["name"] == "Before Restart"
     assert tail.returncode == 0, tail.stderr
+    assert 'gpucloud_relay_published_total{context="identity"} 2.0' in relay_metrics
     names = sorted(
         json.loads(json.loads(line)["value"])["name"] for line in tail.stdout.splitlines()
     )
