@@ -17,6 +17,7 @@ from gateways.api import create_app
 from infra.bootstrap import build_system
 from infra.embedded import free_port
 from infra.settings import Settings
+from infra.topics import partition_counts
 
 
 async def eventually(
@@ -34,7 +35,13 @@ async def eventually(
 
 
 async def read_topic(bootstrap: str, topic: str, partitions: int, want: int) -> list[Any]:
-    """Read ``topic`` from the beginning until ``want`` records arrived (or 15 s passed)."""
+    """Read ``topic`` from the beginning until ``want`` records arrived (or 15 s passed).
+
+    A topic that does not exist yet reads as empty at once: a consumer assigned to it before
+    it exists may wait out its whole deadline on Tansu.
+    """
+    if (await partition_counts(bootstrap, [topic]))[topic] == 0:
+        return []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     consumer.assign([TopicPartition(topic, p) for p in range(partitions)])

@@ -85,25 +85,28 @@ async def test_a_crash_before_saving_the_position_republishes_not_loses(
 async def test_a_standby_relay_takes_over_when_the_active_one_stops(settings: Settings) -> None:
     system = build_system(settings)
     await system.open()
+    [relay] = relays_for(system)
+
+    async def position_is(n: int) -> bool:
+        return await relay.positions.load() == n
+
     first_stop, second_stop = asyncio.Event(), asyncio.Event()
     first = asyncio.create_task(run_relay(settings, first_stop))
-    bootstrap = settings.kafka_bootstrap_servers or ""
     store_tenants(system, 1)
-    await eventually(lambda: read_topic(bootstrap, TOPIC, 3, 1))
+    await eventually(lambda: position_is(1))
     second = asyncio.create_task(run_relay(settings, second_stop))
     await asyncio.sleep(1.0)  # the standby is now polling for the lock
     first_stop.set()
     await first
     store_tenants(system, 1)
-
-    async def both_published() -> bool:
-        return len(await read_topic(bootstrap, TOPIC, 3, 2)) == 2
-
-    await eventually(both_published, timeout=20)
+    await eventually(lambda: position_is(2), timeout=20)
     assert not second.done()
     second_stop.set()
     await second
     await system.close()
+
+    records = await read_topic(settings.kafka_bootstrap_servers or "", TOPIC, 3, 2)
+    assert len(records) == 2
 
 
 async def test_a_new_broker_epoch_republishes_from_the_start(settings: Settings) -> None:
