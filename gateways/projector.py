@@ -89,6 +89,7 @@ def bind(
             await asyncio.sleep(0.5)  # redelivered after the nack; do not spin
             raise
         metrics.PROJECTION_APPLIED.labels(projection.name).inc(applied)
+        metrics.PROJECTION_SKIPPED.labels(projection.name).inc(len(good) - applied)
         _report_lag(subscriber, projection.name, good)
 
     return subscriber
@@ -107,12 +108,17 @@ def _report_lag(subscriber: Any, name: str, batch: list[Envelope]) -> None:
             )
 
 
-async def seek_to_saved(
-    subscriber: Any, projection: Projection, pool: AsyncConnectionPool, epoch: str
-) -> None:
+async def load_saved(
+    projection: Projection, pool: AsyncConnectionPool, epoch: str
+) -> dict[tuple[str, int], int]:
     async with pool.connection() as conn:
         await forget_other_epochs(conn, projection.name, epoch)
-        offsets = await saved_offsets(conn, projection.name, epoch)
+        return await saved_offsets(conn, projection.name, epoch)
+
+
+def seek(subscriber: Any, offsets: dict[tuple[str, int], int]) -> None:
+    """Synchronous on purpose: no await between the consumer's start and its seek, so the
+    first fetch already starts at the saved offsets (a fetch in flight is discarded)."""
     for (topic, partition), offset in offsets.items():
         subscriber.consumer.seek(TopicPartition(topic, partition), offset)
 
@@ -135,10 +141,16 @@ def build_projector(
     broker = build_broker(settings, tracer_provider)
     subs = [(bind(broker, p, partitions, pool, settings), p) for p in PROJECTIONS]
     app = FastStream(broker, logger=log)
+    saved: dict[str, dict[tuple[str, int], int]] = {}
+
+    @app.on_startup
+    async def load() -> None:
+        for _, projection in subs:
+            saved[projection.name] = await load_saved(projection, pool, settings.broker_epoch)
 
     @app.after_startup
-    async def seek() -> None:
+    async def seek_all() -> None:
         for sub, projection in subs:
-            await seek_to_saved(sub, projection, pool, settings.broker_epoch)
+            seek(sub, saved[projection.name])
 
     return app

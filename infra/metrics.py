@@ -16,6 +16,11 @@ RELAY_ERRORS = Counter("gpucloud_relay_errors_total", "Relay publish failures", 
 PROJECTION_APPLIED = Counter(
     "gpucloud_projection_applied_total", "Events applied to read models", ["projection"]
 )
+PROJECTION_SKIPPED = Counter(
+    "gpucloud_projection_skipped_total",
+    "Redelivered events skipped by their (subject, sequence) mark",
+    ["projection"],
+)
 PROJECTION_LAG = Gauge(
     "gpucloud_projection_lag_messages",
     "Messages on the topic not yet applied",

@@ -119,3 +119,34 @@ async def test_rebuild_of_an_unknown_projection_is_a_clear_cli_error(settings: S
     assert answer.returncode == 2
     assert "no projection named 'nope'" in answer.stderr
     assert "tenants" in answer.stderr
+
+
+async def test_a_restarted_projector_seeks_to_the_offsets_it_saved(settings: Settings) -> None:
+    from infra.metrics import PROJECTION_APPLIED, PROJECTION_SKIPPED
+
+    def counted() -> tuple[float, float]:
+        return (
+            PROJECTION_APPLIED.labels("tenants")._value.get(),
+            PROJECTION_SKIPPED.labels("tenants")._value.get(),
+        )
+
+    await publish_all(settings, 6)
+    before = counted()
+    async with roles(settings, "projector"):
+
+        async def caught_up() -> bool:
+            return query(settings, "SELECT sum(next_offset) FROM projection_offsets") == [(6,)]
+
+        await eventually(caught_up)
+    first = counted()
+    await publish_all(settings, 1)
+    async with roles(settings, "projector"):
+
+        async def seventh() -> bool:
+            return query(settings, "SELECT count(*) FROM tenants") == [(7,)]
+
+        await eventually(seventh)
+    second = counted()
+
+    assert (first[0] - before[0], first[1] - before[1]) == (6, 0)
+    assert (second[0] - first[0], second[1] - first[1]) == (1, 0)  # the six were not re-read
