@@ -22,6 +22,8 @@ from infra.embedded import EmbeddedBroker, EmbeddedPostgres
 from infra.settings import Settings
 from tests import containers
 
+pytest_plugins = ["tests.contract_plugin"]
+
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
