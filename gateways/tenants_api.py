@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from datetime import datetime
 from functools import partial
-from typing import Annotated, TypeVar
+from typing import Annotated
 from uuid import UUID
 
-from anyio import CapacityLimiter, fail_after, to_thread
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from opentelemetry import propagate
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.errors import NotFoundError
 from gateways import consistency
+from gateways.commands import blocking, dispatch
 from gateways.problems import ProblemError
 from infra import metrics
 from infra.bootstrap import System
-from infra.eventstore import event_metadata
-from infra.observability import correlation_id
 from projections.tenants import TENANTS, get_tenant
 
 bearer = HTTPBearer(auto_error=False, description="Platform ops key (identity issue: API keys)")
@@ -64,33 +60,7 @@ def require_ops(
     return "ops"
 
 
-T = TypeVar("T")
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
-_limiter = CapacityLimiter(8)
-
-
-async def run_command(fn: Callable[[], T], deadline: float) -> T:
-    """Run a blocking eventsourcing call in a worker thread, answering 503 past ``deadline``.
-
-    The store write is one transaction, so a command cut off here either committed or did
-    not: the client retries with the same Idempotency-Key and gets the same answer.
-    """
-    try:
-        with fail_after(deadline):
-            return await to_thread.run_sync(fn, limiter=_limiter, abandon_on_cancel=True)
-    except TimeoutError as exc:
-        raise ProblemError(
-            503,
-            "command-timeout",
-            "the command did not finish in time; retry with the same Idempotency-Key",
-            {"Retry-After": "2"},
-        ) from exc
-
-
-def _trace_header() -> str | None:
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier.get("traceparent")
 
 
 @router.post("", status_code=201, response_model=TenantOut, operation_id="createTenant")
@@ -102,15 +72,12 @@ async def create_tenant(
     idempotency_key: IdempotencyKey = None,
 ) -> TenantOut:
     sys = system(request)
-    rid = correlation_id.get()
-    with event_metadata(
-        correlation_id=rid, causation_id=rid, traceparent=_trace_header(), actor=actor
-    ):
-        written = await run_command(
-            partial(sys.tenants.create, body.name, idempotency_key), sys.settings.command_timeout
-        )
+    deadline = sys.settings.command_timeout
+    written = await dispatch(
+        partial(sys.tenants.create, body.name, idempotency_key), actor, deadline
+    )
     metrics.COMMANDS.labels("tenant.create", "created" if written.created else "replayed").inc()
-    tenant = await run_command(partial(sys.tenants.get, written.id), sys.settings.command_timeout)
+    tenant = await blocking(partial(sys.tenants.get, written.id), deadline)
     response.headers["Location"] = f"/v1/tenants/{written.id}"
     response.headers[consistency.HEADER] = consistency.make_token(
         TENANTS.name, str(written.id), written.version
