@@ -11,7 +11,7 @@ VALIDATOR_STAMP := $(VALIDATOR)/node_modules/.package-lock.json
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,embedded]'
 	touch $(STAMP)
 
 # The official AsyncAPI 3 parser (npm), used by the contract tests. --ignore-scripts: no

@@ -57,6 +57,7 @@ CLOUDEVENTS_HEADERS: dict[str, Any] = {
         "ce_position": _text("position in the context's notification log", pattern=DIGITS),
         "ce_correlationid": _text("request id of the originating command", minLength=1),
         "ce_causationid": _text("id of the request or message that caused the event"),
+        "ce_actor": _text("who issued the command (`system` for the platform itself)"),
         "traceparent": _text("W3C trace context of the command", pattern=TRACEPARENT),
     },
     "required": list(REQUIRED_HEADERS),

@@ -14,7 +14,7 @@ from gateways.api import create_app
 from gateways.projector import PROJECTIONS, build_projector
 from infra import messages
 from infra.bootstrap import System, build_system, producer_factory
-from infra.db import async_pool
+from infra.db import async_pool, migrate
 from infra.observability import setup_tracing
 from infra.relay import AdvisoryLock, Relay, RelayPositions
 from infra.settings import Settings
@@ -96,6 +96,7 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
     partitions = await ensure_topics(
         settings.kafka_bootstrap_servers, messages.topics(), settings.kafka_partitions
     )
+    migrate(settings.database_url, settings.db_schema)
     pool = async_pool(settings.database_url, settings.db_schema)
     app = build_projector(settings, pool, {n: partitions[n] for n in names}, provider)
     try:

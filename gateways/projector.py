@@ -66,7 +66,9 @@ def bind(
         batch=True,
         max_records=1000,
         auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        # No consumer group, so nothing to commit to Kafka: the offsets live in PostgreSQL.
+        # MANUAL keeps FastStream from calling commit(); a failed batch is nacked (rewound).
+        ack_policy=AckPolicy.MANUAL,
         title=f"gpucloud.projection.{projection.name}",
     )
     fault = Fault(settings.fault)
@@ -86,8 +88,10 @@ def bind(
                 )
         except Exception:
             metrics.CONSUMER_ERRORS.labels(projection.name).inc()
-            await asyncio.sleep(0.5)  # redelivered after the nack; do not spin
-            raise
+            log.exception("projection %s: batch failed; it will be redelivered", projection.name)
+            await message.nack()
+            await asyncio.sleep(0.5)  # do not spin on a database that is down
+            return
         metrics.PROJECTION_APPLIED.labels(projection.name).inc(applied)
         metrics.PROJECTION_SKIPPED.labels(projection.name).inc(len(good) - applied)
         _report_lag(subscriber, projection.name, good)

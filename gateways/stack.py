@@ -23,8 +23,7 @@ from pathlib import Path
 from rich.console import Console
 
 from infra import messages
-from infra.bootstrap import stack_file
-from infra.db import migrate
+from infra.bootstrap import build_system, stack_file
 from infra.embedded import EmbeddedBroker, EmbeddedPostgres
 from infra.settings import Settings
 from infra.topics import ensure_topics
@@ -122,7 +121,7 @@ def up(settings: Settings) -> None:
     try:
         with console.status("starting PostgreSQL and the broker"):
             s = stack.start_servers()
-            migrate(s.database_url or "", s.db_schema)
+            build_system(s).close_write_side()  # event-store tables, before the roles race
             asyncio.run(
                 ensure_topics(
                     s.kafka_bootstrap_servers or "", messages.topics(), s.kafka_partitions

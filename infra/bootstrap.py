@@ -76,6 +76,9 @@ class System:
 
     async def close(self) -> None:
         await self.pool.close()
+        self.close_write_side()
+
+    def close_write_side(self) -> None:
         for app in self.applications:
             app.close()
 

@@ -1,18 +1,21 @@
-"""Stored event -> CloudEvents 1.0 Kafka message (binary mode), through the cloudevents SDK."""
+"""Stored event -> CloudEvents 1.0 Kafka message in binary mode.
+
+The relay's hot path writes the binary-mode headers itself: the cloudevents SDK's validation
+and binding took a third of the relay's time per event. A unit test holds this function to the
+SDK's own ``to_binary_event`` output for the same event, so the two cannot drift.
+"""
 
 from __future__ import annotations
 
-import json
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from cloudevents.core.bindings import kafka as ce_kafka
-from cloudevents.core.v1.event import CloudEvent
 from eventsourcing.persistence import Mapper, Notification
 
-from infra.eventstore import META_KEY
+from infra.eventstore import MetadataTranscoder
 from infra.messages import CE_SOURCE_PREFIX, WIRE
 
 EVENT_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://gpucloud.dev/events")
@@ -26,33 +29,48 @@ class OutboundMessage:
     headers: list[tuple[str, bytes]]
 
 
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+
+
 def event_id(subject: UUID | str, sequence: int) -> str:
-    """Stable across republishes, so consumers may also dedupe by ce_id."""
-    return str(uuid5(EVENT_ID_NAMESPACE, f"{subject}/{sequence}"))
+    """uuid5(EVENT_ID_NAMESPACE, "subject/sequence"): stable across republishes, so consumers
+    may also dedupe by ce_id. Spelled out because uuid.UUID() cost the relay 2.5 us an event."""
+    name = f"{subject}/{sequence}".encode()
+    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def ce_time(moment: datetime) -> str:
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def to_message(context: str, mapper: Mapper[Any], note: Notification) -> OutboundMessage:
     domain_event = mapper.to_domain_event(note)
+    meta = MetadataTranscoder.last_meta()  # what decoding this very event set aside
     wire = WIRE[type(domain_event)]
-    meta = json.loads(note.state).get(META_KEY, {})
-    timestamp: datetime = domain_event.timestamp  # type: ignore[attr-defined]
-    attributes: dict[str, Any] = {
-        "id": event_id(note.originator_id, note.originator_version),
+    subject = str(note.originator_id)
+    correlation = meta.get("correlation_id") or subject
+    attributes = {
+        "id": event_id(subject, note.originator_version),
         "type": wire.ce_type,
         "source": f"{CE_SOURCE_PREFIX}/{context}",
-        "subject": str(note.originator_id),
-        "time": timestamp,
-        "datacontenttype": "application/json",
+        "subject": subject,
+        "time": ce_time(domain_event.timestamp),  # type: ignore[attr-defined]
         "tenantid": str(wire.tenant_of(domain_event)),
         "sequence": str(note.originator_version),
         "position": str(note.id),
-        "correlationid": meta.get("correlation_id") or str(note.originator_id),
-        "causationid": meta.get("causation_id") or meta.get("correlation_id") or "",
+        "correlationid": correlation,
+        "causationid": meta.get("causation_id") or correlation,
+        "actor": meta.get("actor") or "system",
+        "specversion": "1.0",
     }
-    data = wire.payload(domain_event).model_dump(mode="json")
-    message = ce_kafka.to_binary_event(CloudEvent(attributes, data))
-    headers = list(message.headers.items())
+    headers = [(f"ce_{k}", v.encode()) for k, v in attributes.items()]
+    headers.append(("content-type", b"application/json"))
     if "traceparent" in meta:
         headers.append(("traceparent", meta["traceparent"].encode()))
-    key = str(note.originator_id).encode()
-    return OutboundMessage(wire.kafka_topic, key, message.value, headers)
+    value = wire.payload(domain_event).model_dump_json().encode()
+    return OutboundMessage(wire.kafka_topic, subject.encode(), value, headers)

@@ -9,6 +9,7 @@ reads it back out to fill the CloudEvents headers.
 from __future__ import annotations
 
 import contextvars
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -35,7 +36,18 @@ def event_metadata(**meta: str | None) -> Iterator[None]:
 
 
 class MetadataTranscoder(JSONTranscoder):
-    """JSON transcoder that stores the current command metadata beside each event's state."""
+    """JSON transcoder that stores the current command metadata beside each event's state.
+
+    Decoding sets the metadata aside (per thread) instead of parsing the row twice: the
+    relay reads it with ``last_meta()`` right after the mapper decoded the event.
+    """
+
+    _decoded = threading.local()
+
+    @classmethod
+    def last_meta(cls) -> dict[str, str]:
+        meta: dict[str, str] = getattr(cls._decoded, "meta", {})
+        return meta
 
     def encode(self, obj: Any) -> bytes:
         meta = _meta.get()
@@ -46,7 +58,7 @@ class MetadataTranscoder(JSONTranscoder):
     def decode(self, data: bytes) -> Any:
         decoded = super().decode(data)
         if isinstance(decoded, dict):
-            decoded.pop(META_KEY, None)
+            self._decoded.meta = decoded.pop(META_KEY, {})
         return decoded
 
 

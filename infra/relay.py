@@ -121,12 +121,19 @@ class Relay:
         return len(notes)
 
     async def _send_all(self, messages: list[OutboundMessage]) -> None:
+        """Queue the whole batch, then wait for every acknowledgement (or the first failure)."""
         producer = await self._producer()
-        futures = [
-            await producer.send(m.topic, value=m.value, key=m.key, headers=m.headers)
-            for m in messages
-        ]
-        await asyncio.gather(*futures)
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for m in messages:
+                futures.append(
+                    await producer.send(m.topic, value=m.value, key=m.key, headers=m.headers)
+                )
+        finally:
+            results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
 
     async def _producer(self) -> AIOKafkaProducer:
         if self.producer is None:
@@ -144,10 +151,13 @@ class Relay:
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set; broker or database trouble backs off and retries."""
         backoff = self.poll
+        idle_polls = 0
         while not stop.is_set():
             try:
                 sent = await self.publish_pending()
-                metrics.RELAY_LAG.labels(self.app.name).set(await self.lag())
+                idle_polls = 0 if sent else idle_polls + 1
+                if sent or idle_polls % 20 == 1:  # keep the lag gauge fresh, not every poll
+                    metrics.RELAY_LAG.labels(self.app.name).set(await self.lag())
                 backoff = self.poll
             except Exception as exc:
                 sent = 0

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 from psycopg import AsyncConnection, AsyncCursor
 
 from projections.envelope import Envelope
 
-Apply = Callable[[AsyncCursor[Any], Envelope], Awaitable[None]]
+Apply = Callable[[AsyncCursor[Any], Sequence[Envelope]], Awaitable[None]]
+"""Applies a run of consecutive new events of one type: one statement for all of them."""
 
 
 @dataclass
 class Projection:
-    """A read model: its name, the topics it reads, and one apply function per event type."""
+    """A read model: its name, the topics it reads, and one apply function per event type.
+    An apply function gets consecutive events of its type as a list, in log order."""
 
     name: str
     topics: tuple[str, ...]
@@ -42,21 +46,27 @@ async def apply_batch(
     before_commit: Callable[[], None] = lambda: None,
 ) -> int:
     """Apply ``batch`` in one transaction; returns how many events were new."""
-    applied = 0
     async with conn.transaction(), conn.cursor() as cur:
         seen = await _current_sequences(cur, projection.name, {e.subject for e in batch})
-        for env in batch:
-            if env.sequence <= seen.get(env.subject, 0):
-                continue
-            handler = projection.handlers.get(env.ce_type)
+        fresh = _new_events(batch, seen)
+        for ce_type, run in groupby(fresh, key=attrgetter("ce_type")):
+            handler = projection.handlers.get(ce_type)
             if handler is not None:
-                await handler(cur, env)
-            seen[env.subject] = env.sequence
-            applied += 1
+                await handler(cur, list(run))
         await _save_marks(cur, projection.name, seen)
         await _save_offsets(cur, projection.name, epoch, batch)
         before_commit()
-    return applied
+    return len(fresh)
+
+
+def _new_events(batch: Sequence[Envelope], seen: dict[str, int]) -> list[Envelope]:
+    """The events past each subject's mark, in order; ``seen`` moves to the new marks."""
+    fresh = []
+    for env in batch:
+        if env.sequence > seen.get(env.subject, 0):
+            fresh.append(env)
+            seen[env.subject] = env.sequence
+    return fresh
 
 
 async def _current_sequences(
@@ -71,11 +81,13 @@ async def _current_sequences(
 
 
 async def _save_marks(cur: AsyncCursor[Any], projection: str, seen: dict[str, int]) -> None:
-    await cur.executemany(
-        "INSERT INTO projection_subjects (projection, subject, sequence) VALUES (%s, %s, %s) "
+    """One statement for the whole batch: the marks travel as two arrays."""
+    await cur.execute(
+        "INSERT INTO projection_subjects (projection, subject, sequence) "
+        "SELECT %s, s, q FROM unnest(%s::text[], %s::bigint[]) AS m(s, q) "
         "ON CONFLICT (projection, subject) DO UPDATE SET sequence = EXCLUDED.sequence "
         "WHERE projection_subjects.sequence < EXCLUDED.sequence",
-        [(projection, s, q) for s, q in seen.items()],
+        (projection, list(seen), list(seen.values())),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -15,15 +16,16 @@ TENANTS = Projection(name="tenants", topics=("identity.tenant.v1",))
 
 
 @TENANTS.on("cloud.gpu.tenant.created.v1")
-async def tenant_created(cur: AsyncCursor[Any], env: Envelope) -> None:
+async def tenants_created(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     await cur.execute(
-        "INSERT INTO tenants (id, name, created_at, version, trace_id) VALUES (%s, %s, %s, %s, %s)",
+        "INSERT INTO tenants (id, name, created_at, version, trace_id) SELECT * FROM "
+        "unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::bigint[], %s::text[])",
         (
-            env.data["tenant_id"],
-            env.data["name"],
-            env.data["created_at"],
-            env.sequence,
-            env.trace_id,
+            [e.data["tenant_id"] for e in envs],
+            [e.data["name"] for e in envs],
+            [e.data["created_at"] for e in envs],
+            [e.sequence for e in envs],
+            [e.trace_id for e in envs],
         ),
     )
 

@@ -1,6 +1,7 @@
 """Pure helpers at the edges: position tokens, event metadata, CloudEvents mapping."""
 
 import json
+from datetime import datetime
 from uuid import uuid4
 
 import pytest
@@ -89,3 +90,34 @@ def test_an_envelope_reads_back_what_the_relay_wrote() -> None:
 def test_malformed_messages_are_recognised(headers: dict[str, bytes], value: bytes) -> None:
     with pytest.raises(MalformedEventError):
         from_record("t", 0, 0, headers, value)
+
+
+def test_the_hot_path_writes_what_the_cloudevents_sdk_would() -> None:
+    from cloudevents.core.bindings.kafka import to_binary_event
+    from cloudevents.core.v1.event import CloudEvent
+
+    app, note = _stored_tenant_notification("00-" + "a" * 32 + "-" + "b" * 16 + "-01")
+    msg = to_message("identity", app.mapper, note)  # type: ignore[arg-type]
+    ours = dict(msg.headers)
+    attributes = {
+        k.removeprefix("ce_"): v.decode()
+        for k, v in ours.items()
+        if k.startswith("ce_") and k != "ce_specversion"
+    }
+    attributes["datacontenttype"] = ours["content-type"].decode()
+    attributes["time"] = datetime.fromisoformat(attributes["time"])  # type: ignore[assignment]
+
+    sdk = to_binary_event(CloudEvent(attributes, json.loads(msg.value)))
+
+    assert {k: v for k, v in ours.items() if k != "traceparent"} == sdk.headers
+    assert json.loads(sdk.value) == json.loads(msg.value)
+
+
+@pytest.mark.parametrize("sequence", [1, 2, 99999])
+def test_event_ids_are_the_standard_uuid5_of_subject_and_sequence(sequence: int) -> None:
+    from uuid import uuid5
+
+    from infra.cloudevents import EVENT_ID_NAMESPACE
+
+    subject = uuid4()
+    assert event_id(subject, sequence) == str(uuid5(EVENT_ID_NAMESPACE, f"{subject}/{sequence}"))
