@@ -59,6 +59,7 @@ CLOUDEVENTS_HEADERS: dict[str, Any] = {
         "ce_causationid": _text("id of the request or message that caused the event"),
         "ce_actor": _text("who issued the command (`system` for the platform itself)"),
         "traceparent": _text("W3C trace context of the command", pattern=TRACEPARENT),
+        "correlation_id": _text("ce_correlationid again, under the name FastStream reads"),
     },
     "required": list(REQUIRED_HEADERS),
 }

@@ -70,6 +70,9 @@ def to_message(context: str, mapper: Mapper[Any], note: Notification) -> Outboun
     }
     headers = [(f"ce_{k}", v.encode()) for k, v in attributes.items()]
     headers.append(("content-type", b"application/json"))
+    # FastStream's own correlation header: its consumers (and its OpenTelemetry middleware,
+    # which links a batch's span to each message's trace by it) read this name.
+    headers.append(("correlation_id", correlation.encode()))
     if "traceparent" in meta:
         headers.append(("traceparent", meta["traceparent"].encode()))
     value = wire.payload(domain_event).model_dump_json().encode()
