@@ -40,12 +40,12 @@ def store(system: System, events: int) -> None:
         for start in range(0, events, SAVE_CHUNK):
             count = min(SAVE_CHUNK, events - start)
             tenants = [Tenant.register(uuid4(), f"t{start + i}", "h") for i in range(count)]
-            system.tenants.save(*tenants)
+            system.identity.save(*tenants)
             bar.advance(task, count)
 
 
 def outbound(system: System, events: int) -> list[OutboundMessage]:
-    app = system.tenants
+    app = system.identity
     with Stopwatch() as read:
         notes = app.recorder.select_notifications(1, events)
     report("read notifications (PostgreSQL)", len(notes), read.seconds)
@@ -122,7 +122,7 @@ async def run(events: int, batches: list[int], rounds: int) -> None:
         try:
             with Stopwatch() as saving:
                 store(system, events)
-            report("store via Tenants.save (batched)", events, saving.seconds)
+            report("store via Identity.save (batched)", events, saving.seconds)
             seconds = await measure(system, outbound(system, events), batches, rounds)
         finally:
             await system.close()

@@ -11,7 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 
-from gateways import problems, tenants_api
+from gateways import identity_api, problems
+from gateways.auth import document_roles
 from gateways.edge import EdgeMiddleware
 from infra.bootstrap import System
 
@@ -33,11 +34,12 @@ def create_app(system: System) -> FastAPI:
     )
     app.state.system = system
     problems.install(app)
-    app.include_router(tenants_api.router)
+    app.include_router(identity_api.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["ops"], operation_id="healthz")
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["ops"], operation_id="readyz")
     app.mount("/metrics", make_asgi_app())
     app.add_middleware(EdgeMiddleware, max_body=system.settings.max_body_bytes)
+    document_roles(app)
     return app
 
 

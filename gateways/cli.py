@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from gateways import opstools, processes
+from domain.errors import DomainError
+from gateways import admin, opstools, processes
 from infra.bootstrap import SystemNotFoundError, resolve
 from infra.observability import setup_logging
 from infra.settings import Settings
@@ -21,6 +24,12 @@ events_app = typer.Typer(help="Inspect topics.", no_args_is_help=True)
 app.add_typer(relay_app, name="relay")
 app.add_typer(projections_app, name="projections")
 app.add_typer(events_app, name="events")
+admin_app = typer.Typer(help="Bootstrap tenants and platform keys.", no_args_is_help=True)
+admin_tenant_app = typer.Typer(help="Tenants.", no_args_is_help=True)
+admin_key_app = typer.Typer(help="Platform ops keys.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+admin_app.add_typer(admin_tenant_app, name="tenant")
+admin_app.add_typer(admin_key_app, name="ops-key")
 err = Console(stderr=True)
 
 DataDir = Annotated[
@@ -110,6 +119,39 @@ def tail(
     """Print the messages of TOPIC from the beginning."""
     s = settings_for(data_dir, "cli")
     asyncio.run(opstools.tail(s, topic, limit, None if follow else idle, json_out))
+
+
+@admin_tenant_app.command("create")
+def admin_tenant_create(
+    name: str,
+    owner_email: Annotated[str | None, typer.Option(help="The owner's email.")] = None,
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Open a tenant; prints its id and the owner's API key (shown once)."""
+    with _clear_errors():
+        admin.create_tenant(settings_for(data_dir, "cli"), name, owner_email, json_out)
+
+
+@admin_key_app.command("create")
+def admin_ops_key_create(
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "ops",
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Issue a platform ops key; prints it (shown once)."""
+    with _clear_errors():
+        admin.create_ops_key(settings_for(data_dir, "cli"), name, json_out)
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Domain refusals become a one-line error and exit status 2, not a traceback."""
+    try:
+        yield
+    except DomainError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
 
 
 def main() -> None:

@@ -22,11 +22,10 @@ from infra.settings import Settings
 from infra.topics import partition_counts
 from projections.envelope import from_record
 from projections.runner import apply_batch
-from projections.tenants import rebuild as rebuild_tenants
+from projections.runner import rebuild as forget
 
 console = Console()
 err = Console(stderr=True)
-REBUILDERS = {"tenants": rebuild_tenants}
 
 
 async def republish(settings: Settings, start: int, json_out: bool) -> None:
@@ -75,7 +74,7 @@ async def rebuild(settings: Settings, name: str, json_out: bool) -> None:
     applied = 0
     try:
         async with system.pool.connection() as conn:
-            await REBUILDERS[name](conn)
+            await forget(conn, projection)
             for app in system.applications:
                 head = await asyncio.to_thread(app.recorder.max_notification_id) or 0
                 with Progress(console=err, disable=json_out) as bar:

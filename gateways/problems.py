@@ -18,6 +18,7 @@ from domain.errors import (
     NotFoundError,
     ValidationFailedError,
 )
+from domain.identity import AuthenticationFailedError
 
 TYPE_BASE = "https://gpucloud.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
@@ -34,6 +35,7 @@ class ProblemError(Exception):
 
 
 DOMAIN_TABLE: dict[type[DomainError], tuple[int, str]] = {
+    AuthenticationFailedError: (401, "unauthenticated"),
     ValidationFailedError: (422, "validation-failed"),
     IdempotencyKeyReusedError: (422, "idempotency-key-reused"),
     NotFoundError: (404, "not-found"),
@@ -64,7 +66,8 @@ def _domain(request: Request, exc: Exception) -> JSONResponse:
     for cls in type(exc).__mro__:
         if cls in DOMAIN_TABLE:
             status, kind = DOMAIN_TABLE[cls]
-            return problem(status, kind, str(exc), request)
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            return problem(status, kind, str(exc), request, headers)
     return problem(400, "domain-rule-violated", str(exc), request)
 
 

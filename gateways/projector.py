@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -25,11 +27,12 @@ from psycopg_pool import AsyncConnectionPool
 from infra import metrics
 from infra.settings import Settings
 from projections.envelope import Envelope, MalformedEventError, from_record
+from projections.identity import API_KEYS, AUDIT, USERS
 from projections.runner import Projection, apply_batch, forget_other_epochs, saved_offsets
 from projections.tenants import TENANTS
 
 log = logging.getLogger("gpucloud.projector")
-PROJECTIONS: tuple[Projection, ...] = (TENANTS,)
+PROJECTIONS: tuple[Projection, ...] = (TENANTS, USERS, API_KEYS, AUDIT)
 
 
 class Fault:
@@ -152,9 +155,22 @@ def build_projector(
         for _, projection in subs:
             saved[projection.name] = await load_saved(projection, pool, settings.broker_epoch)
 
-    @app.after_startup
-    async def seek_all() -> None:
-        for sub, projection in subs:
-            seek(sub, saved[projection.name])
-
+    for sub, projection in subs:
+        _seek_when_started(sub, partial(saved.__getitem__, projection.name))
     return app
+
+
+def _seek_when_started(subscriber: Any, offsets: Callable[[], dict[tuple[str, int], int]]) -> None:
+    """Seek the moment this subscriber's consumer has started, before its consume loop runs.
+
+    FastStream offers no hook between a subscriber's start and its first fetch, and a seek in
+    `after_startup` comes after the first subscribers already fetched from 0 while the later
+    ones were starting; so the subscriber's `start` is wrapped.
+    """
+    start = subscriber.start
+
+    async def start_then_seek() -> None:
+        await start()
+        seek(subscriber, offsets())
+
+    subscriber.start = start_then_seek

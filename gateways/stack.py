@@ -11,17 +11,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
 
+from domain.identity import OWNER, KeyGrant
+from handlers.identity import Identity
 from infra import messages
 from infra.bootstrap import build_system, stack_file
 from infra.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -50,17 +53,13 @@ class Stack:
             self.broker = EmbeddedBroker(s.data_dir)
             kafka = self.broker.start()
             epoch = f"embedded-{uuid.uuid4()}"  # memory storage: a new, empty broker
-        token = s.ops_token or _saved_token(s.data_dir) or secrets.token_urlsafe(24)
-        return s.with_(
-            database_url=db, kafka_bootstrap_servers=kafka, broker_epoch=epoch, ops_token=token
-        )
+        return s.with_(database_url=db, kafka_bootstrap_servers=kafka, broker_epoch=epoch)
 
     def record(self, s: Settings) -> None:
         stack = {
             "database_url": s.database_url,
             "kafka": s.kafka_bootstrap_servers,
             "broker_epoch": s.broker_epoch,
-            "ops_token": s.ops_token,
             "api_url": f"http://{s.api_host}:{s.api_port}",
             "pid": os.getpid(),
             "postgres_pid": self.postgres.pid if self.postgres else None,
@@ -69,7 +68,6 @@ class Stack:
         path = stack_file(s.data_dir)
         path.write_text(json.dumps(stack, indent=2))
         path.chmod(0o600)
-        (s.data_dir / "ops_token").write_text(s.ops_token or "")
 
     def spawn(self, role: str, s: Settings) -> None:
         env = {
@@ -77,7 +75,6 @@ class Stack:
             "DATABASE_URL": s.database_url or "",
             "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers or "",
             "GPUCLOUD_BROKER_EPOCH": s.broker_epoch,
-            "GPUCLOUD_OPS_TOKEN": s.ops_token or "",
             "GPUCLOUD_API_PORT": str(s.api_port),
             "GPUCLOUD_DB_SCHEMA": s.db_schema,
         }
@@ -104,9 +101,37 @@ class Stack:
         stack_file(self.settings.data_dir).unlink(missing_ok=True)
 
 
-def _saved_token(data_dir: Path) -> str | None:
-    path = data_dir / "ops_token"
-    return path.read_text().strip() or None if path.exists() else None
+def seed(s: Settings) -> dict[str, str]:
+    """First start only: a platform ops key and a demo tenant, their keys kept in the data dir
+    (mode 0600) because a key is shown once and a newcomer needs one at once."""
+    identity = build_system(s).identity
+    try:
+        now = datetime.now(UTC)
+        keys = {}
+        for name, make in (
+            ("ops_key", lambda: identity.issue_ops_key("gpucloud up", now).token),
+            ("demo_key", lambda: _demo_owner_key(identity, now)),
+        ):
+            keys[name] = _kept(s.data_dir / name, make)
+        return keys
+    finally:
+        identity.close()
+
+
+def _demo_owner_key(identity: Identity, now: datetime) -> str:
+    opened = identity.create_tenant("Demo", "gpucloud-demo-tenant", now, "demo@example.com")
+    if opened.key is None:
+        return identity.issue_key(KeyGrant(opened.tenant.id, opened.owner_id, OWNER), now).token
+    return opened.key.token
+
+
+def _kept(path: Path, make: Callable[[], str]) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    token = make()
+    path.touch(mode=0o600)
+    path.write_text(token)
+    return token
 
 
 def up(settings: Settings) -> None:
@@ -121,7 +146,7 @@ def up(settings: Settings) -> None:
     try:
         with console.status("starting PostgreSQL and the broker"):
             s = stack.start_servers()
-            build_system(s).close_write_side()  # event-store tables, before the roles race
+            keys = seed(s)  # also creates the event-store tables, before the roles race
             asyncio.run(
                 ensure_topics(
                     s.kafka_bootstrap_servers or "", messages.topics(), s.kafka_partitions
@@ -130,7 +155,7 @@ def up(settings: Settings) -> None:
             stack.record(s)
         for role in ROLES:
             stack.spawn(role, s)
-        _announce(s)
+        _announce(s, keys)
         _supervise(stack, s, stopping)
     finally:
         console.print("stopping gpucloud")
@@ -146,7 +171,7 @@ def _supervise(stack: Stack, s: Settings, stopping: dict[str, bool]) -> None:
         time.sleep(0.5)
 
 
-def _announce(s: Settings) -> None:
+def _announce(s: Settings, keys: dict[str, str]) -> None:
     api = f"http://{s.api_host}:{s.api_port}"
     console.print(f"[bold green]gpucloud is up[/] (data in {s.data_dir})")
     console.print(f"  API        {api}  (docs {api}/docs)")
@@ -156,5 +181,8 @@ def _announce(s: Settings) -> None:
     console.print(f"  metrics    {api}/metrics  ({others})")
     console.print(f"  PostgreSQL {s.database_url}")
     console.print(f"  Kafka      {s.kafka_bootstrap_servers}")
-    console.print(f"  ops key    {s.ops_token}  (also in {s.data_dir / 'ops_token'})")
+    console.print(f"  ops key    {keys['ops_key']}  (in {s.data_dir / 'ops_key'})")
+    console.print(
+        f"  demo key   {keys['demo_key']}  (tenant Demo's owner; {s.data_dir / 'demo_key'})"
+    )
     console.print("Ctrl-C stops everything.")

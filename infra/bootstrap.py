@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from psycopg_pool import AsyncConnectionPool
 
-from handlers.identity import Tenants
+from handlers.identity import Identity
 from infra.db import async_pool, migrate
 from infra.eventstore import open_app
 from infra.settings import Settings
@@ -42,7 +42,6 @@ def resolve(settings: Settings) -> Settings:
         database_url=settings.database_url or stack["database_url"],
         kafka_bootstrap_servers=settings.kafka_bootstrap_servers or stack["kafka"],
         broker_epoch=stack.get("broker_epoch", settings.broker_epoch),
-        ops_token=settings.ops_token or stack.get("ops_token"),
     )
 
 
@@ -63,13 +62,13 @@ class System:
     """The write side (applications) and the read side (an async pool) of one deployment."""
 
     settings: Settings
-    tenants: Tenants
+    identity: Identity
     pool: AsyncConnectionPool
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def applications(self) -> list[Tenants]:
-        return [self.tenants]
+    def applications(self) -> list[Identity]:
+        return [self.identity]
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
@@ -88,8 +87,8 @@ def build_system(settings: Settings) -> System:
     migrate(settings.database_url, settings.db_schema)
     return System(
         settings=settings,
-        tenants=open_app(
-            Tenants, settings.database_url, settings.db_schema, settings.pg_connect_timeout
+        identity=open_app(
+            Identity, settings.database_url, settings.db_schema, settings.pg_connect_timeout
         ),
         pool=async_pool(settings.database_url, settings.db_schema),
     )

@@ -14,6 +14,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.identity import PLATFORM, ApiKey, User
 from domain.tenant import Tenant
 
 CE_SOURCE_PREFIX = "/gpucloud"
@@ -33,6 +34,44 @@ class TenantCreatedV1(WireModel):
     created_at: datetime
 
 
+class UserCreatedV1(WireModel):
+    """A user joined a tenant with a role (no email: a robot user)."""
+
+    model_config = ConfigDict(title="UserCreated")
+    schema_version: Literal[1] = 1
+    user_id: UUID
+    tenant_id: UUID
+    email: str | None = Field(max_length=320)
+    role: Literal["owner", "member", "billing", "auditor"]
+    created_at: datetime
+
+
+class ApiKeyCreatedV1(WireModel):
+    """An API key was issued. Never carries the secret or its hash."""
+
+    model_config = ConfigDict(title="ApiKeyCreated")
+    schema_version: Literal[1] = 1
+    key_id: UUID
+    tenant_id: UUID | None
+    user_id: UUID | None
+    role: Literal["owner", "member", "billing", "auditor", "ops"]
+    read_only: bool
+    name: str
+    prefix: str = Field(pattern="^[0-9a-f]{12}$")
+    expires_at: datetime | None
+    created_at: datetime
+
+
+class ApiKeyRevokedV1(WireModel):
+    """An API key was revoked; it stopped working at once."""
+
+    model_config = ConfigDict(title="ApiKeyRevoked")
+    schema_version: Literal[1] = 1
+    key_id: UUID
+    tenant_id: UUID | None
+    revoked_at: datetime
+
+
 @dataclass(frozen=True)
 class WireEvent:
     """How one domain event class is published."""
@@ -48,7 +87,37 @@ def _tenant_created(e: Tenant.Created) -> WireModel:
     return TenantCreatedV1(tenant_id=e.originator_id, name=e.name, created_at=e.timestamp)  # type: ignore[attr-defined]
 
 
+def _user_created(e: User.Created) -> WireModel:
+    return UserCreatedV1(
+        user_id=e.originator_id,
+        tenant_id=e.tenant_id,  # type: ignore[attr-defined]
+        email=e.email,  # type: ignore[attr-defined]
+        role=e.role,  # type: ignore[attr-defined]
+        created_at=e.timestamp,
+    )
+
+
+def _key_created(e: Any) -> WireModel:
+    return ApiKeyCreatedV1(
+        key_id=e.originator_id,
+        tenant_id=e.tenant_id,
+        user_id=e.user_id,
+        role=e.role,
+        read_only=e.read_only,
+        name=e.name,
+        prefix=e.prefix,
+        expires_at=e.expires_at,
+        created_at=e.timestamp,
+    )
+
+
+def _key_revoked(e: Any) -> WireModel:
+    return ApiKeyRevokedV1(key_id=e.originator_id, tenant_id=e.tenant_id, revoked_at=e.revoked_at)
+
+
 TENANT_TOPIC = "identity.tenant.v1"
+USER_TOPIC = "identity.user.v1"
+APIKEY_TOPIC = "identity.apikey.v1"
 
 WIRE: dict[type[Any], WireEvent] = {
     Tenant.Created: WireEvent(
@@ -57,6 +126,27 @@ WIRE: dict[type[Any], WireEvent] = {
         model=TenantCreatedV1,
         payload=_tenant_created,
         tenant_of=lambda e: e.originator_id,
+    ),
+    User.Created: WireEvent(
+        ce_type="cloud.gpu.user.created.v1",
+        kafka_topic=USER_TOPIC,
+        model=UserCreatedV1,
+        payload=_user_created,
+        tenant_of=lambda e: e.tenant_id,
+    ),
+    ApiKey.Created: WireEvent(
+        ce_type="cloud.gpu.apikey.created.v1",
+        kafka_topic=APIKEY_TOPIC,
+        model=ApiKeyCreatedV1,
+        payload=_key_created,
+        tenant_of=lambda e: e.tenant_id or PLATFORM,
+    ),
+    ApiKey.Revoked: WireEvent(  # type: ignore[attr-defined]
+        ce_type="cloud.gpu.apikey.revoked.v1",
+        kafka_topic=APIKEY_TOPIC,
+        model=ApiKeyRevokedV1,
+        payload=_key_revoked,
+        tenant_of=lambda e: e.tenant_id or PLATFORM,
     ),
 }
 

@@ -30,7 +30,6 @@ class Settings(BaseSettings):
     command_timeout: float = Field(default=4.0, alias="GPUCLOUD_COMMAND_TIMEOUT")
     pg_connect_timeout: int = Field(default=2, alias="GPUCLOUD_PG_CONNECT_TIMEOUT")
     metrics_port: int | None = Field(default=None, alias="GPUCLOUD_METRICS_PORT")
-    ops_token: str | None = Field(default=None, alias="GPUCLOUD_OPS_TOKEN")
 
     def with_(self, **changes: object) -> Settings:
         return self.model_copy(update=changes)

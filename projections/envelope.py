@@ -22,6 +22,9 @@ class Envelope:
     tenant_id: str
     data: dict[str, Any]
     traceparent: str | None = None
+    event_id: str = ""
+    time: str = ""
+    actor: str = "system"
 
     @property
     def trace_id(self) -> str | None:
@@ -43,7 +46,15 @@ def from_record(
             sequence=int(headers["ce_sequence"]),
             tenant_id=headers["ce_tenantid"].decode(),
             data=data,
-            traceparent=headers["traceparent"].decode() if "traceparent" in headers else None,
+            traceparent=_text(headers, "traceparent"),
+            event_id=headers["ce_id"].decode(),
+            time=headers["ce_time"].decode(),
+            actor=_text(headers, "ce_actor") or "system",
         )
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
         raise MalformedEventError(f"{topic}[{partition}]@{offset}: {exc!r}") from exc
+
+
+def _text(headers: dict[str, bytes], name: str) -> str | None:
+    value = headers.get(name)
+    return value.decode() if value is not None else None

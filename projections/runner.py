@@ -13,7 +13,7 @@ from itertools import groupby
 from operator import attrgetter
 from typing import Any
 
-from psycopg import AsyncConnection, AsyncCursor
+from psycopg import AsyncConnection, AsyncCursor, sql
 
 from projections.envelope import Envelope
 
@@ -28,6 +28,7 @@ class Projection:
 
     name: str
     topics: tuple[str, ...]
+    tables: tuple[str, ...] = ()
     handlers: dict[str, Apply] = field(default_factory=dict)
 
     def on(self, ce_type: str) -> Callable[[Apply], Apply]:
@@ -135,3 +136,15 @@ async def reached(conn: AsyncConnection[Any], projection: str, subject: str, seq
     )
     row = await cur.fetchone()
     return row is not None and int(row[0]) >= sequence
+
+
+async def rebuild(conn: AsyncConnection[Any], projection: Projection) -> None:
+    """Forget the read model and its marks and offsets; it is then replayed from 0."""
+    async with conn.transaction():
+        for table in projection.tables:
+            await conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
+        for bookkeeping in ("projection_subjects", "projection_offsets"):
+            await conn.execute(
+                sql.SQL("DELETE FROM {} WHERE projection = %s").format(sql.Identifier(bookkeeping)),
+                (projection.name,),
+            )

@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 from projections.envelope import Envelope
 from projections.runner import Projection
 
-TENANTS = Projection(name="tenants", topics=("identity.tenant.v1",))
+TENANTS = Projection(name="tenants", topics=("identity.tenant.v1",), tables=("tenants",))
 
 
 @TENANTS.on("cloud.gpu.tenant.created.v1")
@@ -36,11 +36,3 @@ async def get_tenant(conn: AsyncConnection[Any], tenant_id: UUID) -> dict[str, A
             "SELECT id, name, created_at, version FROM tenants WHERE id = %s", (tenant_id,)
         )
         return await cur.fetchone()
-
-
-async def rebuild(conn: AsyncConnection[Any]) -> None:
-    """Forget the read model and its marks; the projector then re-reads its topics from 0."""
-    async with conn.transaction():
-        await conn.execute("DELETE FROM tenants")
-        await conn.execute("DELETE FROM projection_subjects WHERE projection = %s", (TENANTS.name,))
-        await conn.execute("DELETE FROM projection_offsets WHERE projection = %s", (TENANTS.name,))

@@ -44,6 +44,16 @@ def database_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """A folder for embedded servers, outside pytest's own temp root: pytest resets that root
+    to mode 0700 whenever a pytest session starts, which would lock the unprivileged
+    PostgreSQL user out mid-test if another session ran beside this one."""
+    folder = Path(tempfile.mkdtemp(prefix="gpucloud-test-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
 def schema(database_url: str) -> Iterator[str]:
     name = f"t_{secrets.token_hex(6)}"
     yield name
@@ -52,12 +62,12 @@ def schema(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def kafka(tmp_path: Path) -> Iterator[str]:
+def kafka(server_dir: Path) -> Iterator[str]:
     if url := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield url
         return
-    broker = EmbeddedBroker(tmp_path / "broker")
-    (tmp_path / "broker").mkdir()
+    broker = EmbeddedBroker(server_dir / "broker")
+    (server_dir / "broker").mkdir()
     try:
         yield broker.start()
     finally:
@@ -65,13 +75,30 @@ def kafka(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(database_url: str, schema: str, kafka: str, tmp_path: Path) -> Settings:
+def settings(database_url: str, schema: str, kafka: str, server_dir: Path) -> Settings:
     return Settings(
         DATABASE_URL=database_url,
         KAFKA_BOOTSTRAP_SERVERS=kafka,
         GPUCLOUD_DB_SCHEMA=schema,
         GPUCLOUD_BROKER_EPOCH=f"test-{secrets.token_hex(4)}",
-        GPUCLOUD_OPS_TOKEN=secrets.token_urlsafe(16),
-        GPUCLOUD_DATA_DIR=tmp_path / "data",
+        GPUCLOUD_DATA_DIR=server_dir / "data",
         GPUCLOUD_RELAY_POLL_SECONDS=0.02,
     )
+
+
+def issue_ops_key(settings: Settings) -> str:
+    from datetime import UTC, datetime
+
+    from infra.bootstrap import build_system
+
+    identity = build_system(settings).identity
+    try:
+        return identity.issue_ops_key("tests", datetime.now(UTC)).token
+    finally:
+        identity.close()
+
+
+@pytest.fixture
+def ops_key(settings: Settings) -> str:
+    """A platform ops API key in this test's schema."""
+    return issue_ops_key(settings)

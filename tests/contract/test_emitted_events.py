@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +60,17 @@ def with_header(name: str, text: str | None) -> OutboundMessage:
 def system(settings: Settings) -> Iterator[System]:
     built = build_system(settings)
     yield built
-    built.tenants.close()
+    built.identity.close()
 
 
 def stored_tenant_event(system: System) -> Any:
     with event_metadata(correlation_id="req-7", causation_id="req-7"):
-        system.tenants.create("Acme Research")
-    [note] = system.tenants.recorder.select_notifications(1, 10)
-    return note
+        system.identity.create_tenant("Acme Research", None, datetime.now(UTC))
+    return system.identity.recorder.select_notifications(1, 10)[0]  # the tenant's event
 
 
 def test_a_created_tenant_is_an_event_the_contract_accepts(system: System) -> None:
-    message = to_message(system.tenants.name, system.tenants.mapper, stored_tenant_event(system))
+    message = to_message(system.identity.name, system.identity.mapper, stored_tenant_event(system))
     assert check_message(message, load("asyncapi/asyncapi.yaml")) == []
 
 
@@ -79,9 +79,9 @@ def test_the_relay_records_every_message_it_builds(
 ) -> None:
     assert pytestconfig.pluginmanager.has_plugin("tests.contract_plugin"), REGISTER
     note = stored_tenant_event(system)
-    message = relay.to_message(system.tenants.name, system.tenants.mapper, note)
+    message = relay.to_message(system.identity.name, system.identity.mapper, note)
     assert contract_plugin.RECORDER.messages[-1][1] is message
-    assert message == to_message(system.tenants.name, system.tenants.mapper, note)
+    assert message == to_message(system.identity.name, system.identity.mapper, note)
 
 
 def test_the_hand_made_sample_conforms() -> None:

@@ -41,7 +41,8 @@ def wait_ready(data_dir: Path, port: int, up: subprocess.Popen[bytes]) -> dict[s
         stack = data_dir / "stack.json"
         try:
             if stack.exists() and httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                return dict(json.loads(stack.read_text()))
+                found = dict(json.loads(stack.read_text()))
+                return {**found, "ops_key": (data_dir / "ops_key").read_text().strip()}
         except httpx.TransportError:
             pass
         time.sleep(0.2)
@@ -53,6 +54,16 @@ def stop_up(up: subprocess.Popen[bytes], stack: dict[str, Any]) -> None:
     assert up.wait(timeout=30) == 0
     for pid in (stack["postgres_pid"], stack["broker_pid"]):
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+def served(url: str, needle: str, timeout: float = 15) -> bool:
+    """Whether ``url`` shows ``needle`` within ``timeout`` (the relay counts after its acks)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle in httpx.get(url).text:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -88,13 +99,13 @@ def read(port: int, token: str, created: httpx.Response | str) -> httpx.Response
     )
 
 
-def test_the_embedded_stack_survives_a_restart_and_leaves_no_process(tmp_path: Path) -> None:
-    data_dir, port = tmp_path / "gpucloud", free_port()
+def test_the_embedded_stack_survives_a_restart_and_leaves_no_process(server_dir: Path) -> None:
+    data_dir, port = server_dir / "gpucloud", free_port()
     up = start_up(data_dir, port)
     try:
         stack = wait_ready(data_dir, port, up)
-        first = create(port, stack["ops_token"], "Before Restart")
-        assert read(port, stack["ops_token"], first).status_code == 200
+        first = create(port, stack["ops_key"], "Before Restart")
+        assert read(port, stack["ops_key"], first).status_code == 200
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=30)
@@ -104,11 +115,15 @@ def test_the_embedded_stack_survives_a_restart_and_leaves_no_process(tmp_path: P
     up = start_up(data_dir, port)
     try:
         stack = wait_ready(data_dir, port, up)
-        old = read(port, stack["ops_token"], first.json()["id"])
-        second = create(port, stack["ops_token"], "After Restart")
-        assert read(port, stack["ops_token"], second).status_code == 200
-        tail = cli(data_dir, "events", "tail", "identity.tenant.v1", "--json", "--limit", "2")
-        relay_metrics = httpx.get(f"http://127.0.0.1:{port + 2}/metrics").text
+        old = read(port, stack["ops_key"], first.json()["id"])
+        second = create(port, stack["ops_key"], "After Restart")
+        assert read(port, stack["ops_key"], second).status_code == 200
+        tail = cli(data_dir, "events", "tail", "identity.tenant.v1", "--json", "--limit", "3")
+        # seeding (ops key; Demo tenant, owner, key) and Before Restart, then After Restart: 3 each
+        relay_counted = served(
+            f"http://127.0.0.1:{port + 2}/metrics",
+            'gpucloud_relay_published_total{context="identity"} 10.0',
+        )
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=30)
@@ -116,14 +131,14 @@ def test_the_embedded_stack_survives_a_restart_and_leaves_no_process(tmp_path: P
 
     assert old.status_code == 200 and old.json()["name"] == "Before Restart"
     assert tail.returncode == 0, tail.stderr
-    assert 'gpucloud_relay_published_total{context="identity"} 2.0' in relay_metrics
+    assert relay_counted
     names = sorted(
         json.loads(json.loads(line)["value"])["name"] for line in tail.stdout.splitlines()
     )
-    assert names == ["After Restart", "Before Restart"]  # the relay republished to the new broker
+    assert names == ["After Restart", "Before Restart", "Demo"]  # republished to the new broker
 
 
-def test_commands_without_a_running_stack_say_how_to_start_one(tmp_path: Path) -> None:
-    answer = cli(tmp_path / "nothing-here", "events", "tail", "identity.tenant.v1")
+def test_commands_without_a_running_stack_say_how_to_start_one(server_dir: Path) -> None:
+    answer = cli(server_dir / "nothing-here", "events", "tail", "identity.tenant.v1")
     assert answer.returncode == 2
     assert "gpucloud up" in answer.stderr

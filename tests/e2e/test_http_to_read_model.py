@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from infra.settings import Settings
+from tests.conftest import issue_ops_key
 from tests.support import api_server, eventually, read_topic, roles
 
 pytestmark = pytest.mark.e2e
@@ -16,11 +17,18 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 
-def auth(settings: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {settings.ops_token}"}
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
-async def test_a_created_tenant_reaches_the_read_model_with_one_trace(settings: Settings) -> None:
+TENANT_EVENTS = (
+    "SELECT count(*) FROM {}.identity_events WHERE topic LIKE 'gpucloud.identity.Tenant.%%'"
+)
+
+
+async def test_a_created_tenant_reaches_the_read_model_with_one_trace(
+    settings: Settings, ops_key: str
+) -> None:
     async with (
         api_server(settings) as url,
         roles(settings, "relay", "projector"),
@@ -29,7 +37,7 @@ async def test_a_created_tenant_reaches_the_read_model_with_one_trace(settings: 
         created = await http.post(
             "/v1/tenants",
             json={"name": "Acme Research"},
-            headers={**auth(settings), "X-Request-ID": "req-42", "traceparent": TRACEPARENT},
+            headers={**auth(ops_key), "X-Request-ID": "req-42", "traceparent": TRACEPARENT},
         )
         assert created.status_code == 201, created.text
         tenant_id = created.json()["id"]
@@ -38,7 +46,7 @@ async def test_a_created_tenant_reaches_the_read_model_with_one_trace(settings: 
 
         read = await http.get(
             f"/v1/tenants/{tenant_id}",
-            headers={**auth(settings), "X-Position-Token": token},
+            headers={**auth(ops_key), "X-Position-Token": token},
         )
 
     assert read.status_code == 200, read.text
@@ -55,16 +63,16 @@ async def test_a_created_tenant_reaches_the_read_model_with_one_trace(settings: 
 
 
 async def test_a_read_that_waits_past_its_bound_answers_projection_behind(
-    settings: Settings,
+    settings: Settings, ops_key: str
 ) -> None:
     lagging = settings.with_(read_wait_seconds=0.3)
     async with api_server(lagging) as url, httpx.AsyncClient(base_url=url) as http:
-        created = await http.post("/v1/tenants", json={"name": "Acme"}, headers=auth(settings))
+        created = await http.post("/v1/tenants", json={"name": "Acme"}, headers=auth(ops_key))
         read = await http.get(
             f"/v1/tenants/{created.json()['id']}",
-            headers={**auth(settings), "X-Position-Token": created.headers["X-Position-Token"]},
+            headers={**auth(ops_key), "X-Position-Token": created.headers["X-Position-Token"]},
         )
-        plain = await http.get(f"/v1/tenants/{created.json()['id']}", headers=auth(settings))
+        plain = await http.get(f"/v1/tenants/{created.json()['id']}", headers=auth(ops_key))
 
     assert read.status_code == 503
     assert read.headers["Retry-After"] == "1"
@@ -72,8 +80,8 @@ async def test_a_read_that_waits_past_its_bound_answers_projection_behind(
     assert plain.status_code == 404  # no token: eventually consistent, not there yet
 
 
-async def test_the_same_idempotency_key_gives_one_tenant(settings: Settings) -> None:
-    headers = {**auth(settings), "Idempotency-Key": "create-acme-1"}
+async def test_the_same_idempotency_key_gives_one_tenant(settings: Settings, ops_key: str) -> None:
+    headers = {**auth(ops_key), "Idempotency-Key": "create-acme-1"}
     async with api_server(settings) as url, httpx.AsyncClient(base_url=url) as http:
         first = await http.post("/v1/tenants", json={"name": "Acme"}, headers=headers)
         again = await http.post("/v1/tenants", json={"name": "Acme"}, headers=headers)
@@ -99,9 +107,9 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize(("case", "body", "status", "kind"), BAD_REQUESTS)
 async def test_bad_input_gets_a_problem_and_stores_nothing(
-    settings: Settings, case: str, body: bytes, status: int, kind: str
+    settings: Settings, ops_key: str, case: str, body: bytes, status: int, kind: str
 ) -> None:
-    headers = {**auth(settings), "Content-Type": "application/json"}
+    headers = {**auth(ops_key), "Content-Type": "application/json"}
     async with api_server(settings) as url, httpx.AsyncClient(base_url=url) as http:
         answer = await http.post("/v1/tenants", content=body, headers=headers)
     assert answer.status_code == status, (case, answer.text)
@@ -109,7 +117,7 @@ async def test_bad_input_gets_a_problem_and_stores_nothing(
     assert answer.json()["type"].endswith("/" + kind)
     assert answer.json()["status"] == status
     with psycopg.connect(settings.database_url or "") as conn:
-        stored = conn.execute(f"SELECT count(*) FROM {settings.db_schema}.identity_events")
+        stored = conn.execute(TENANT_EVENTS.format(settings.db_schema))
         assert stored.fetchone() == (0,)
 
 
@@ -125,7 +133,7 @@ async def test_missing_or_wrong_credentials_are_a_401(
     assert answer.json()["type"].endswith("/unauthenticated")
 
 
-async def test_health_readiness_and_metrics(settings: Settings) -> None:
+async def test_health_readiness_and_metrics(settings: Settings, ops_key: str) -> None:
     async with api_server(settings) as url, httpx.AsyncClient(base_url=url) as http:
         await http.get("/healthz")
         health, ready = await http.get("/healthz"), await http.get("/readyz")
@@ -139,7 +147,7 @@ async def test_health_readiness_and_metrics(settings: Settings) -> None:
 
 
 async def test_with_the_broker_down_commands_are_stored_and_relayed_when_it_returns(
-    settings: Settings, tmp_path: object
+    settings: Settings, ops_key: str
 ) -> None:
     from infra.embedded import EmbeddedBroker, free_port
 
@@ -147,7 +155,7 @@ async def test_with_the_broker_down_commands_are_stored_and_relayed_when_it_retu
     down = settings.with_(kafka_bootstrap_servers=f"127.0.0.1:{port}")
     async with api_server(down) as url, roles(down, "relay"):
         async with httpx.AsyncClient(base_url=url) as http:
-            created = await http.post("/v1/tenants", json={"name": "Acme"}, headers=auth(down))
+            created = await http.post("/v1/tenants", json={"name": "Acme"}, headers=auth(ops_key))
             ready = await http.get("/readyz")
         assert created.status_code == 201
         assert ready.status_code == 503
@@ -167,24 +175,27 @@ async def test_with_the_broker_down_commands_are_stored_and_relayed_when_it_retu
 
 
 async def test_with_postgres_down_commands_get_503_and_nothing_is_half_written(
-    settings: Settings,
+    settings: Settings, ops_key: str
 ) -> None:
     from infra.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres(settings.data_dir / "own-postgres")
     own = settings.with_(database_url=server.start())
+    ops_key = issue_ops_key(own)
     try:
         async with api_server(own) as url, httpx.AsyncClient(base_url=url, timeout=15) as http:
-            before = await http.post("/v1/tenants", json={"name": "Before"}, headers=auth(own))
+            before = await http.post("/v1/tenants", json={"name": "Before"}, headers=auth(ops_key))
             server.stop()
-            keyed = {**auth(own), "Idempotency-Key": "during-1"}
+            keyed = {**auth(ops_key), "Idempotency-Key": "during-1"}
             during = await http.post("/v1/tenants", json={"name": "During"}, headers=keyed)
             ready = await http.get("/readyz")
             server.start()
-            after = await eventually(lambda: _created(http, own, "After"), timeout=20, every=0.5)
+            after = await eventually(
+                lambda: _created(http, ops_key, "After"), timeout=20, every=0.5
+            )
             retried = await http.post("/v1/tenants", json={"name": "During"}, headers=keyed)
         with psycopg.connect(own.database_url or "") as conn:
-            names = conn.execute(f"SELECT count(*) FROM {own.db_schema}.identity_events").fetchone()
+            names = conn.execute(TENANT_EVENTS.format(own.db_schema)).fetchone()
     finally:
         server.stop()
     assert (before.status_code, after.status_code, retried.status_code) == (201, 201, 201)
@@ -195,6 +206,6 @@ async def test_with_postgres_down_commands_get_503_and_nothing_is_half_written(
     assert names == (3,)  # the retried command was stored once, whether or not it had landed
 
 
-async def _created(http: httpx.AsyncClient, settings: Settings, name: str) -> httpx.Response | None:
-    answer = await http.post("/v1/tenants", json={"name": name}, headers=auth(settings))
+async def _created(http: httpx.AsyncClient, ops_key: str, name: str) -> httpx.Response | None:
+    answer = await http.post("/v1/tenants", json={"name": name}, headers=auth(ops_key))
     return answer if answer.status_code == 201 else None

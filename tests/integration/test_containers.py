@@ -11,6 +11,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -59,8 +60,11 @@ async def test_relay_publishes_a_created_tenant_to_kafka_as_a_cloudevent(
     await system.open()
     relay = relays_for(system)[0]
     try:
-        written = await asyncio.to_thread(system.tenants.create, "Acme")
-        assert await relay.publish_pending() == 1
+        opened = await asyncio.to_thread(
+            system.identity.create_tenant, "Acme", None, datetime.now(UTC)
+        )
+        written = opened.tenant
+        assert await relay.publish_pending() == 3  # the tenant, its owner, the owner's key
         assert await relay.publish_pending() == 0
         records = await read_topic(
             settings.kafka_bootstrap_servers or "", TENANT_TOPIC, settings.kafka_partitions, 1

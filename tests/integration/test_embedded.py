@@ -39,8 +39,8 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def test_postgres_data_survives_restart(tmp_path: Path) -> None:
-    first = EmbeddedPostgres(tmp_path)
+def test_postgres_data_survives_restart(server_dir: Path) -> None:
+    first = EmbeddedPostgres(server_dir)
     try:
         url = first.start()
         assert url == f"postgresql://postgres@127.0.0.1:{first.port}/gpucloud"
@@ -54,7 +54,7 @@ def test_postgres_data_survives_restart(tmp_path: Path) -> None:
     first.stop()  # idempotent
     assert first.pid is None and not psutil.pid_exists(pid)
 
-    second = EmbeddedPostgres(tmp_path)  # a fresh object, as after a process restart
+    second = EmbeddedPostgres(server_dir)  # a fresh object, as after a process restart
     try:
         with psycopg.connect(second.start()) as conn:
             assert conn.execute("SELECT v FROM kept").fetchall() == [("survives",)]
@@ -84,8 +84,8 @@ async def _produce_and_consume(bootstrap: str) -> bytes | None:
         await consumer.stop()
 
 
-def test_broker_roundtrip_then_stop(tmp_path: Path) -> None:
-    broker = EmbeddedBroker(tmp_path)
+def test_broker_roundtrip_then_stop(server_dir: Path) -> None:
+    broker = EmbeddedBroker(server_dir)
     try:
         # start() from a worker thread while a loop runs; that thread is gone afterwards
         bootstrap = asyncio.run(asyncio.to_thread(broker.start))
@@ -105,8 +105,8 @@ def _write_stale_pidfile(pgdata: Path, content: str, pid: int) -> None:
     os.chown(pidfile, pgdata.stat().st_uid, pgdata.stat().st_gid)
 
 
-def test_stale_postmaster_pid_does_not_block_start(tmp_path: Path) -> None:
-    pg = EmbeddedPostgres(tmp_path)
+def test_stale_postmaster_pid_does_not_block_start(server_dir: Path) -> None:
+    pg = EmbeddedPostgres(server_dir)
     pg.start()
     crashed = (pg.pgdata / "postmaster.pid").read_text()
     pg.stop()
@@ -126,8 +126,8 @@ def test_stale_postmaster_pid_does_not_block_start(tmp_path: Path) -> None:
         unrelated.wait()
 
 
-def test_leftover_postgres_on_same_data_dir_is_replaced(tmp_path: Path) -> None:
-    old, new = EmbeddedPostgres(tmp_path), EmbeddedPostgres(tmp_path)
+def test_leftover_postgres_on_same_data_dir_is_replaced(server_dir: Path) -> None:
+    old, new = EmbeddedPostgres(server_dir), EmbeddedPostgres(server_dir)
     try:
         old.start()
         old_pid = old.pid
@@ -151,9 +151,9 @@ time.sleep(60)
 """
 
 
-def test_servers_die_with_a_killed_parent(tmp_path: Path) -> None:
+def test_servers_die_with_a_killed_parent(server_dir: Path) -> None:
     parent = subprocess.Popen(
-        [sys.executable, "-c", _CHILD_SCRIPT, str(tmp_path)],
+        [sys.executable, "-c", _CHILD_SCRIPT, str(server_dir)],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -167,4 +167,4 @@ def test_servers_die_with_a_killed_parent(tmp_path: Path) -> None:
     finally:
         parent.kill()
         parent.wait()
-    assert "database system is shut down" in (tmp_path / "postgres.log").read_text()
+    assert "database system is shut down" in (server_dir / "postgres.log").read_text()

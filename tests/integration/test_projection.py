@@ -61,7 +61,9 @@ async def test_a_projector_killed_between_apply_and_commit_applies_exactly_once(
 
     rows = query(settings, "SELECT id::text, version FROM tenants ORDER BY id")
     assert rows == sorted((i, 1) for i in ids)
-    [(next_total,)] = query(settings, "SELECT sum(next_offset) FROM projection_offsets")
+    [(next_total,)] = query(
+        settings, "SELECT sum(next_offset) FROM projection_offsets WHERE projection = 'tenants'"
+    )
     assert next_total == 3
 
 
@@ -76,7 +78,10 @@ async def test_redelivered_events_are_skipped_by_subject_and_sequence(settings: 
             pass
 
         async def caught_up() -> bool:
-            rows = query(settings, "SELECT sum(next_offset) FROM projection_offsets")
+            rows = query(
+                settings,
+                "SELECT sum(next_offset) FROM projection_offsets WHERE projection = 'tenants'",
+            )
             return rows == [(8,)]
 
         await eventually(caught_up)
@@ -135,7 +140,10 @@ async def test_a_restarted_projector_seeks_to_the_offsets_it_saved(settings: Set
     async with roles(settings, "projector"):
 
         async def caught_up() -> bool:
-            return query(settings, "SELECT sum(next_offset) FROM projection_offsets") == [(6,)]
+            return query(
+                settings,
+                "SELECT sum(next_offset) FROM projection_offsets WHERE projection = 'tenants'",
+            ) == [(6,)]
 
         await eventually(caught_up)
     first = counted()

@@ -23,7 +23,7 @@ TOPIC = "identity.tenant.v1"
 
 def store_tenants(system: System, count: int) -> list[str]:
     tenants = [Tenant.register(uuid4(), f"t{i}", "h") for i in range(count)]
-    system.tenants.save(*tenants)
+    system.identity.save(*tenants)
     return [str(t.id) for t in tenants]
 
 
@@ -117,7 +117,7 @@ async def test_a_new_broker_epoch_republishes_from_the_start(settings: Settings)
     assert await relay.publish_pending() == 5
 
     fresh = settings.with_(broker_epoch="another-broker")
-    [again] = relays_for(System(fresh, system.tenants, system.pool))
+    [again] = relays_for(System(fresh, system.identity, system.pool))
 
     assert await again.publish_pending() == 5
     await relay.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -9,6 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from gateways.processes import relays_for
 from gateways.projector import build_projector
+from infra import messages
 from infra.bootstrap import build_system
 from infra.eventstore import event_metadata
 from infra.settings import Settings
@@ -22,14 +25,15 @@ async def test_the_projector_span_links_to_the_trace_of_the_command(settings: Se
     system = build_system(settings)
     await system.open()
     with event_metadata(traceparent=f"00-{TRACE_ID}-00f067aa0ba902b7-01"):
-        written = system.tenants.create("Traced")
+        written = system.identity.create_tenant("Traced", None, datetime.now(UTC)).tenant
     [relay] = relays_for(system)
     await relay.publish_pending()
     await relay.close()
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    app = build_projector(settings, system.pool, {"identity.tenant.v1": 3}, provider)
+    partitions = {topic: 3 for topic in messages.topics()}
+    app = build_projector(settings, system.pool, partitions, provider)
     await app.start()
     try:
 

@@ -1,14 +1,14 @@
 """Pure helpers at the edges: position tokens, event metadata, CloudEvents mapping."""
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
 
 from gateways.consistency import make_token, parse_token
 from gateways.problems import ProblemError
-from handlers.identity import Tenants
+from handlers.identity import Identity
 from infra.cloudevents import event_id, to_message
 from infra.eventstore import META_KEY, MetadataTranscoder, event_metadata
 from projections.envelope import MalformedEventError, from_record
@@ -35,15 +35,15 @@ def test_metadata_is_stored_beside_the_state_and_hidden_from_the_aggregate() -> 
     assert META_KEY not in json.loads(transcoder.encode({"name": "Acme"}))
 
 
-def _stored_tenant_notification(traceparent: str | None) -> tuple[Tenants, object]:
-    app = Tenants(
+def _stored_tenant_notification(traceparent: str | None) -> tuple[Identity, object]:
+    app = Identity(
         env={
             "PERSISTENCE_MODULE": "eventsourcing.popo",
             "TRANSCODER_TOPIC": "infra.eventstore:MetadataTranscoder",
         }
     )
     with event_metadata(correlation_id="req-1", traceparent=traceparent):
-        app.create("Acme")
+        app.create_tenant("Acme", None, datetime.now(UTC))
     return app, app.recorder.select_notifications(1, 1)[0]
 
 
@@ -79,12 +79,27 @@ def test_an_envelope_reads_back_what_the_relay_wrote() -> None:
     assert env.trace_id is None
 
 
+GOOD_HEADERS = {
+    "ce_id": b"i",
+    "ce_type": b"t",
+    "ce_subject": b"s",
+    "ce_tenantid": b"x",
+    "ce_sequence": b"1",
+    "ce_time": b"2026-01-01T00:00:00Z",
+}
+
+
+def test_a_well_formed_record_is_accepted() -> None:
+    assert from_record("t", 0, 0, GOOD_HEADERS, b"{}").actor == "system"
+
+
 @pytest.mark.parametrize(
     ("headers", "value"),
     [
         ({}, b"{}"),
-        ({"ce_type": b"t", "ce_subject": b"s", "ce_tenantid": b"x", "ce_sequence": b"NaN"}, b"{}"),
-        ({"ce_type": b"t", "ce_subject": b"s", "ce_tenantid": b"x", "ce_sequence": b"1"}, b"{"),
+        ({**GOOD_HEADERS, "ce_sequence": b"NaN"}, b"{}"),
+        (GOOD_HEADERS, b"{"),
+        ({k: v for k, v in GOOD_HEADERS.items() if k != "ce_id"}, b"{}"),
     ],
 )
 def test_malformed_messages_are_recognised(headers: dict[str, bytes], value: bytes) -> None:

@@ -1,12 +1,13 @@
 """Tenant aggregate, given / when / then."""
 
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
 
 from domain.errors import IdempotencyKeyReusedError, ValidationFailedError
 from domain.tenant import Tenant, check_tenant_name
-from handlers.identity import Tenants, id_for_key, request_hash
+from handlers.identity import Identity, id_for_key, request_hash
 
 
 def test_registering_a_tenant_records_created_with_the_clean_name() -> None:
@@ -53,12 +54,18 @@ def test_request_hash_ignores_key_order_but_not_values() -> None:
 
 
 def test_a_key_reused_with_another_name_is_refused_in_memory() -> None:
-    app = Tenants(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    first = app.create("Acme", "key-1")
+    app = Identity(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    now = datetime.now(UTC)
+    first = app.create_tenant("Acme", "key-1", now)
 
-    again = app.create("Acme", "key-1")
+    again = app.create_tenant("Acme", "key-1", now)
     with pytest.raises(IdempotencyKeyReusedError):
-        app.create("Other", "key-1")
+        app.create_tenant("Other", "key-1", now)
 
-    assert (again.id, again.created, first.created) == (first.id, False, True)
-    assert app.recorder.max_notification_id() == 1
+    assert (again.tenant.id, again.tenant.created, first.tenant.created) == (
+        first.tenant.id,
+        False,
+        True,
+    )
+    assert again.key is None and first.key is not None  # a key's secret is shown once
+    assert app.recorder.max_notification_id() == 3  # tenant, owner, owner's key; once

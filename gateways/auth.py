@@ -1,0 +1,107 @@
+"""Authentication and authorization at the edge: API keys, roles, tenant scoping.
+
+Every route takes a `Guard` naming the roles it admits. The guard authenticates the bearer
+key against the event store (a revoked or expired key fails on its very next request), applies
+the per-key rate limit, then checks the role and, for mutating methods, that the key is not
+read-only. `create_app` copies each guard's roles into the OpenAPI document as `x-roles`, so
+the contract says who may call what, and a test walks it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from domain.errors import NotFoundError
+from domain.identity import OPS, Principal
+from gateways.commands import blocking
+from gateways.problems import ProblemError
+from infra.bootstrap import System
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiKey",
+    bearerFormat="gpc_<prefix>_<secret>",
+    description="An API key: `Authorization: Bearer gpc_...`",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def system_of(request: Request) -> System:
+    sys: System = request.app.state.system
+    return sys
+
+
+class Guard:
+    """A route dependency: who may call. Ops may call every route that admits ``ops``."""
+
+    def __init__(self, *roles: str) -> None:
+        self.roles = roles
+
+    async def __call__(self, request: Request, credentials: Credentials) -> Principal:
+        principal = await authenticate(request, credentials)
+        if principal.role not in self.roles:
+            raise ProblemError(403, "forbidden", f"this needs one of: {', '.join(self.roles)}")
+        if principal.read_only and request.method not in READS:
+            raise ProblemError(403, "read-only-key", "this API key may only read")
+        return principal
+
+
+async def authenticate(request: Request, credentials: Credentials) -> Principal:
+    if credentials is None:
+        raise _unauthenticated("send `Authorization: Bearer <API key>`")
+    sys = system_of(request)
+    check = partial(sys.identity.authenticate, credentials.credentials, datetime.now(UTC))
+    principal = await blocking(check, sys.settings.command_timeout)
+    await _rate_limit(request, principal)
+    request.state.principal = principal
+    return principal
+
+
+async def _rate_limit(request: Request, principal: Principal) -> None:
+    limiter = getattr(request.app.state, "limiter", None)
+    if limiter is None:
+        return
+    decision = await limiter.take(str(principal.key_id))
+    if not decision.allowed:
+        retry = str(decision.retry_after_seconds)
+        raise ProblemError(
+            429, "rate-limited", f"too many requests; retry in {retry} s", {"Retry-After": retry}
+        )
+
+
+def _unauthenticated(detail: str) -> ProblemError:
+    return ProblemError(401, "unauthenticated", detail, {"WWW-Authenticate": "Bearer"})
+
+
+def tenant_scope(principal: Principal, tenant_id: UUID, kind: str = "resource") -> UUID:
+    """The tenant a request may touch: its own, or any for ops. Another tenant's id reads as
+    not found, so ids never leak whether they exist."""
+    if principal.role != OPS and principal.tenant_id != tenant_id:
+        raise NotFoundError(f"{kind} not found")
+    return tenant_id
+
+
+def document_roles(app: FastAPI) -> None:
+    """Copy each route's guard roles into its OpenAPI operation as ``x-roles``."""
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            guards = [d.call for d in route.dependant.dependencies if isinstance(d.call, Guard)]
+            if guards:
+                extra: dict[str, Any] = dict(route.openapi_extra or {})
+                extra["x-roles"] = list(guards[0].roles)
+                route.openapi_extra = extra
+
+
+ANY_ROLE = Guard("owner", "member", "billing", "auditor", "ops")
+OPS_ONLY = Guard(OPS)
+OWNER = Guard("owner")
+OWNER_OR_OPS = Guard("owner", "ops")
+AUDIT = Guard("owner", "auditor")

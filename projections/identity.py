@@ -1,0 +1,87 @@
+"""Identity read models: users, API keys (no secrets), and the per-tenant audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncCursor
+from psycopg.types.json import Jsonb
+
+from projections.envelope import Envelope
+from projections.runner import Projection
+
+USERS = Projection(name="users", topics=("identity.user.v1",), tables=("users",))
+API_KEYS = Projection(name="api_keys", topics=("identity.apikey.v1",), tables=("api_keys",))
+AUDIT = Projection(
+    name="audit",
+    topics=("identity.tenant.v1", "identity.user.v1", "identity.apikey.v1"),
+    tables=("audit_events",),
+)
+
+
+def _columns(envs: Sequence[Envelope], *fields: str) -> list[list[Any]]:
+    return [[e.data.get(f) for e in envs] for f in fields]
+
+
+@USERS.on("cloud.gpu.user.created.v1")
+async def users_created(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
+    await cur.execute(
+        "INSERT INTO users (id, tenant_id, email, role, created_at) SELECT * FROM "
+        "unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::timestamptz[])",
+        _columns(envs, "user_id", "tenant_id", "email", "role", "created_at"),
+    )
+
+
+KEY_FIELDS = (
+    "key_id", "tenant_id", "user_id", "role", "read_only", "name", "prefix", "expires_at",
+    "created_at",
+)  # fmt: skip
+
+
+@API_KEYS.on("cloud.gpu.apikey.created.v1")
+async def keys_created(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
+    await cur.execute(
+        "INSERT INTO api_keys (id, tenant_id, user_id, role, read_only, name, prefix, "
+        "expires_at, created_at) SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], "
+        "%s::text[], %s::boolean[], %s::text[], %s::text[], %s::timestamptz[], "
+        "%s::timestamptz[])",
+        _columns(envs, *KEY_FIELDS),
+    )
+
+
+@API_KEYS.on("cloud.gpu.apikey.revoked.v1")
+async def keys_revoked(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
+    await cur.execute(
+        "UPDATE api_keys SET revoked_at = r.at FROM unnest(%s::uuid[], %s::timestamptz[]) "
+        "AS r(id, at) WHERE api_keys.id = r.id",
+        _columns(envs, "key_id", "revoked_at"),
+    )
+
+
+async def audit_all(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
+    """Every event of the context, with who caused it; the platform's own under the nil id."""
+    await cur.execute(
+        "INSERT INTO audit_events (id, tenant_id, type, subject, sequence, actor, occurred_at, "
+        "data) SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], "
+        "%s::bigint[], %s::text[], %s::timestamptz[], %s::jsonb[]) ON CONFLICT (id) DO NOTHING",
+        [
+            [e.event_id for e in envs],
+            [e.tenant_id for e in envs],
+            [e.ce_type for e in envs],
+            [e.subject for e in envs],
+            [e.sequence for e in envs],
+            [e.actor for e in envs],
+            [e.time for e in envs],
+            [Jsonb(e.data) for e in envs],
+        ],
+    )
+
+
+for _ce_type in (
+    "cloud.gpu.tenant.created.v1",
+    "cloud.gpu.user.created.v1",
+    "cloud.gpu.apikey.created.v1",
+    "cloud.gpu.apikey.revoked.v1",
+):
+    AUDIT.on(_ce_type)(audit_all)

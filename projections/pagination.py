@@ -1,0 +1,238 @@
+"""Keyset (cursor) pagination for read-model list endpoints.
+
+A page is ``ORDER BY sort, id`` after the last row of the previous page: ``(sort, id) > (v, i)``
+(``<`` descending). Rows inserted while a client pages may show up or not, but rows that
+existed when paging began are each seen exactly once, as long as their sort value does not
+change. Sort columns must be NOT NULL; each list wants an index on (tenant column, sort, id).
+
+The cursor is opaque to clients: base64url of a small JSON holding the sort field, direction,
+the last row's sort value and id, and a check over those and the query's filters. A cursor sent
+with other filters, another sort or direction, or edited by hand fails the check and raises
+``InvalidCursorError``. The check has no secret: it is not what keeps tenants apart (the
+``WHERE`` clause is), it only turns a mismatched or corrupted cursor into a clean 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+from uuid import UUID
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+
+Direction = Literal["asc", "desc"]
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+MAX_CURSOR_CHARS = 1024
+
+
+class InvalidPageRequestError(ValueError):
+    """A list request no page can answer: unknown sort field, bad direction, limit out of range."""
+
+
+class InvalidCursorError(InvalidPageRequestError):
+    """A cursor this query did not issue: malformed, altered, or from other filters or sort."""
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    """What a list endpoint reads. Every name here is a trusted identifier, never user input;
+    ``sort_fields[0]`` is the default sort. ``table`` may be qualified (``schema.table``)."""
+
+    table: str
+    columns: tuple[str, ...]
+    sort_fields: tuple[str, ...]
+    tenant_column: str = "tenant_id"
+    id_column: str = "id"
+
+    def __post_init__(self) -> None:
+        missing = {self.id_column, *self.sort_fields} - set(self.columns)
+        if missing or not self.sort_fields:
+            raise ValueError(f"columns must include the id and every sort field: {missing}")
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """One page of a list. ``tenant_id`` is required: ``None`` only for ops-wide lists."""
+
+    tenant_id: UUID | None
+    filters: Mapping[str, Any] = field(default_factory=dict)
+    sort: str | None = None
+    direction: Direction = "asc"
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("asc", "desc"):
+            raise InvalidPageRequestError("direction must be 'asc' or 'desc'")
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise InvalidPageRequestError(f"limit must be between 1 and {MAX_LIMIT}")
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page ended: the last row's sort value and id, under a sort and direction."""
+
+    sort: str
+    direction: Direction
+    value: Any
+    id: Any
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+# Cursor values keep their type: [tag, text]. Exact types only (bool is not an int here).
+_DUMP: dict[type, tuple[str, Callable[[Any], Any]]] = {
+    datetime: ("t", datetime.isoformat),
+    date: ("d", date.isoformat),
+    UUID: ("u", str),
+    int: ("i", int),
+    Decimal: ("n", str),
+    float: ("f", float),
+    str: ("s", str),
+}
+_LOAD: dict[str, Callable[[Any], Any]] = {
+    "t": datetime.fromisoformat,
+    "d": date.fromisoformat,
+    "u": UUID,
+    "i": int,
+    "n": Decimal,
+    "f": float,
+    "s": str,
+}
+
+
+def _dump(value: Any) -> list[Any]:
+    if type(value) not in _DUMP:
+        raise TypeError(f"cannot page on a {type(value).__name__} (NULL or unsupported type)")
+    tag, dump = _DUMP[type(value)]
+    return [tag, dump(value)]
+
+
+def _load(item: Any) -> Any:
+    tag, text = item
+    if not isinstance(text, str | int | float) or isinstance(text, bool):
+        raise TypeError("a cursor value is a string or a number")
+    return _LOAD[tag](text)
+
+
+def fingerprint(spec: ListSpec, request: PageRequest) -> str:
+    """What a cursor is bound to: the list, its scope and filters, its sort and direction."""
+    scope = [spec.table, str(request.tenant_id), sort_field(spec, request), request.direction]
+    filters = sorted((k, str(v)) for k, v in request.filters.items())
+    return _digest([scope, filters])
+
+
+def _digest(value: Any) -> str:
+    raw = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def encode_cursor(position: Position, fingerprint: str) -> str:
+    body: dict[str, Any] = {
+        "s": position.sort,
+        "d": position.direction,
+        "v": _dump(position.value),
+        "i": _dump(position.id),
+    }
+    body["f"] = _digest([fingerprint, body])
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, fingerprint: str) -> Position:
+    """The position in ``cursor``, if it was issued for a query with this ``fingerprint``."""
+    body = _unpack(cursor)
+    check = str(body.pop("f", "")).encode()
+    if not hmac.compare_digest(check, _digest([fingerprint, body]).encode()):
+        raise InvalidCursorError("the cursor belongs to another query (filters or sort differ)")
+    try:
+        return Position(body["s"], body["d"], _load(body["v"]), _load(body["i"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidCursorError("the cursor is malformed") from exc
+
+
+def _unpack(cursor: str) -> dict[str, Any]:
+    try:
+        if len(cursor) > MAX_CURSOR_CHARS:
+            raise ValueError("too long")
+        body = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidCursorError("the cursor is not one this API issued") from exc
+    if not isinstance(body, dict):
+        raise InvalidCursorError("the cursor is not one this API issued")
+    return body
+
+
+def sort_field(spec: ListSpec, request: PageRequest) -> str:
+    sort = request.sort or spec.sort_fields[0]
+    if sort not in spec.sort_fields:
+        raise InvalidPageRequestError(f"sort must be one of {', '.join(spec.sort_fields)}")
+    return sort
+
+
+def build_page_query(spec: ListSpec, request: PageRequest) -> tuple[sql.Composed, list[Any]]:
+    """The SELECT for one page (``limit + 1`` rows: the extra one says a next page exists)."""
+    sort = sort_field(spec, request)
+    after = decode_cursor(request.cursor, fingerprint(spec, request)) if request.cursor else None
+    where, params = _where(spec, request, sort, after)
+    order = sql.SQL("DESC" if request.direction == "desc" else "ASC")
+    query = sql.SQL("SELECT {cols} FROM {table}{where} ORDER BY {sort} {o}, {id} {o} LIMIT %s")
+    return query.format(
+        cols=sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns),
+        table=sql.Identifier(*spec.table.split(".")),
+        where=where,
+        sort=sql.Identifier(sort),
+        id=sql.Identifier(spec.id_column),
+        o=order,
+    ), [*params, request.limit + 1]
+
+
+def _where(
+    spec: ListSpec, request: PageRequest, sort: str, after: Position | None
+) -> tuple[sql.Composable, list[Any]]:
+    equal = dict(request.filters)
+    if request.tenant_id is not None:
+        equal[spec.tenant_column] = request.tenant_id
+    parts = [sql.SQL("{} = %s").format(sql.Identifier(column)) for column in equal]
+    params = list(equal.values())
+    if after is not None:
+        keyset = sql.SQL("({}, {}) {} (%s, %s)").format(
+            sql.Identifier(sort),
+            sql.Identifier(spec.id_column),
+            sql.SQL("<" if request.direction == "desc" else ">"),
+        )
+        parts.append(keyset)
+        params += [after.value, after.id]
+    if not parts:
+        return sql.SQL(""), params
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), params
+
+
+async def fetch_page(conn: AsyncConnection[Any], spec: ListSpec, request: PageRequest) -> Page:
+    query, params = build_page_query(spec, request)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        rows = await cur.fetchall()
+    items = rows[: request.limit]
+    more = len(rows) > request.limit
+    return Page(items, _next_cursor(spec, request, items[-1]) if more else None)
+
+
+def _next_cursor(spec: ListSpec, request: PageRequest, last: dict[str, Any]) -> str:
+    sort = sort_field(spec, request)
+    position = Position(sort, request.direction, last[sort], last[spec.id_column])
+    return encode_cursor(position, fingerprint(spec, request))
