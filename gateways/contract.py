@@ -15,6 +15,7 @@ from faststream.specification import AsyncAPI
 from gateways.api import VERSION, create_app
 from infra import messages
 from infra.settings import Settings
+from infra.wire import CE_SOURCE_PREFIX
 
 if TYPE_CHECKING:
     from infra.bootstrap import System
@@ -45,7 +46,7 @@ CLOUDEVENTS_HEADERS: dict[str, Any] = {
     "properties": {
         "ce_id": _text("uuid5 of subject and sequence, the same on a republish", format="uuid"),
         "ce_type": _text("cloud.gpu.<aggregate>.<event>.v<major>", pattern=r"^cloud\.gpu\."),
-        "ce_source": _text("<prefix>/<context>", pattern=f"^{messages.CE_SOURCE_PREFIX}/"),
+        "ce_source": _text("<prefix>/<context>", pattern=f"^{CE_SOURCE_PREFIX}/"),
         "ce_subject": _text("the aggregate id, also the Kafka key", format="uuid"),
         "ce_time": _text("when the event happened", format="date-time"),
         "ce_specversion": {"type": "string", "const": "1.0"},

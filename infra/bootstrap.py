@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from eventsourcing.application import Application
 from psycopg_pool import AsyncConnectionPool
 
 from handlers.identity import Identity
+from handlers.inventory import Inventory
 from infra.db import async_pool, migrate
 from infra.eventstore import open_app
 from infra.settings import Settings
@@ -63,12 +65,13 @@ class System:
 
     settings: Settings
     identity: Identity
+    inventory: Inventory
     pool: AsyncConnectionPool
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def applications(self) -> list[Identity]:
-        return [self.identity]
+    def applications(self) -> list[Application[Any]]:
+        return [self.identity, self.inventory]
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
@@ -89,6 +92,9 @@ def build_system(settings: Settings) -> System:
         settings=settings,
         identity=open_app(
             Identity, settings.database_url, settings.db_schema, settings.pg_connect_timeout
+        ),
+        inventory=open_app(
+            Inventory, settings.database_url, settings.db_schema, settings.pg_connect_timeout
         ),
         pool=async_pool(settings.database_url, settings.db_schema),
     )

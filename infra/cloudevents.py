@@ -16,7 +16,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.persistence import Mapper, Notification
 
 from infra.eventstore import MetadataTranscoder
-from infra.messages import CE_SOURCE_PREFIX, WIRE
+from infra.messages import WIRE
+from infra.wire import CE_SOURCE_PREFIX
 
 EVENT_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://gpucloud.dev/events")
 

@@ -6,22 +6,16 @@ FastStream builds ``asyncapi/asyncapi.yaml`` from these models (see gateways/str
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from domain.identity import PLATFORM, ApiKey, User
 from domain.tenant import Tenant
-
-CE_SOURCE_PREFIX = "/gpucloud"
-
-
-class WireModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+from infra.catalog_messages import CATALOG_WIRE
+from infra.wire import WireEvent, WireModel
 
 
 class TenantCreatedV1(WireModel):
@@ -70,17 +64,6 @@ class ApiKeyRevokedV1(WireModel):
     key_id: UUID
     tenant_id: UUID | None
     revoked_at: datetime
-
-
-@dataclass(frozen=True)
-class WireEvent:
-    """How one domain event class is published."""
-
-    ce_type: str
-    kafka_topic: str
-    model: type[WireModel]
-    payload: Callable[[Any], WireModel]
-    tenant_of: Callable[[Any], UUID]
 
 
 def _tenant_created(e: Tenant.Created) -> WireModel:
@@ -150,6 +133,7 @@ WIRE: dict[type[Any], WireEvent] = {
     ),
 }
 
+WIRE.update(CATALOG_WIRE)
 BY_CE_TYPE: dict[str, WireEvent] = {w.ce_type: w for w in WIRE.values()}
 
 

@@ -33,7 +33,7 @@ async def test_the_relay_publishes_every_event_in_log_order_per_partition(
     system = build_system(settings)
     await system.open()
     ids = store_tenants(system, 120)
-    [relay] = relays_for(system)
+    relay = relays_for(system)[0]  # identity
     while await relay.publish_pending():
         pass
     await relay.close()
@@ -67,7 +67,7 @@ async def test_a_crash_before_saving_the_position_republishes_not_loses(
     system = build_system(settings)
     await system.open()
     ids = store_tenants(system, 10)
-    [relay] = relays_for(system)
+    relay = relays_for(system)[0]  # identity
     relay.positions = CrashAfterSend(system.pool, relay.positions.name, settings.broker_epoch)
     with pytest.raises(ConnectionError):
         await relay.publish_pending()
@@ -85,7 +85,7 @@ async def test_a_crash_before_saving_the_position_republishes_not_loses(
 async def test_a_standby_relay_takes_over_when_the_active_one_stops(settings: Settings) -> None:
     system = build_system(settings)
     await system.open()
-    [relay] = relays_for(system)
+    relay = relays_for(system)[0]  # identity
 
     async def position_is(n: int) -> bool:
         return await relay.positions.load() == n
@@ -113,11 +113,11 @@ async def test_a_new_broker_epoch_republishes_from_the_start(settings: Settings)
     system = build_system(settings)
     await system.open()
     store_tenants(system, 5)
-    [relay] = relays_for(system)
+    relay = relays_for(system)[0]  # identity
     assert await relay.publish_pending() == 5
 
     fresh = settings.with_(broker_epoch="another-broker")
-    [again] = relays_for(System(fresh, system.identity, system.pool))
+    again = relays_for(System(fresh, system.identity, system.inventory, system.pool))[0]
 
     assert await again.publish_pending() == 5
     await relay.close()
@@ -129,7 +129,7 @@ async def test_republish_from_n_sends_the_log_again_from_there(settings: Setting
     system = build_system(settings)
     await system.open()
     store_tenants(system, 3)
-    [relay] = relays_for(system)
+    relay = relays_for(system)[0]  # identity
     assert await relay.publish_pending() == 3
     await relay.close()
     await system.close()

@@ -1,0 +1,38 @@
+"""Shared shapes of the wire contract: the base model and how a domain event is published."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+CE_SOURCE_PREFIX = "/gpucloud"
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class WireEvent:
+    """How one domain event class is published."""
+
+    ce_type: str
+    kafka_topic: str
+    model: type[WireModel]
+    payload: Callable[[Any], WireModel]
+    tenant_of: Callable[[Any], UUID]
+
+
+def from_attributes(model: type[WireModel], id_field: str) -> Callable[[Any], WireModel]:
+    """A payload builder copying the event's attributes of the model's field names; the
+    aggregate id goes to ``id_field`` and the event's timestamp to ``at``."""
+
+    def build(event: Any) -> WireModel:
+        values = {f: getattr(event, f) for f in model.model_fields if hasattr(event, f)}
+        return model(**values, **{id_field: event.originator_id, "at": event.timestamp})
+
+    return build
