@@ -11,10 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 
-from gateways import identity_api, problems
+from gateways import identity_api, identity_lists, problems
 from gateways.auth import document_roles
 from gateways.edge import EdgeMiddleware
 from infra.bootstrap import System
+from infra.ratelimit import PostgresRateLimiter
 
 VERSION = "0.1.0"
 
@@ -23,6 +24,11 @@ def create_app(system: System) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await system.open()
+        s = system.settings
+        if s.rate_limit_per_second > 0:
+            app.state.limiter = PostgresRateLimiter(
+                system.pool, s.rate_limit_per_second, s.rate_limit_burst
+            )
         yield
         await system.close()
 
@@ -35,11 +41,12 @@ def create_app(system: System) -> FastAPI:
     app.state.system = system
     problems.install(app)
     app.include_router(identity_api.router)
+    app.include_router(identity_lists.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["ops"], operation_id="healthz")
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["ops"], operation_id="readyz")
     app.mount("/metrics", make_asgi_app())
     app.add_middleware(EdgeMiddleware, max_body=system.settings.max_body_bytes)
-    document_roles(app)
+    document_roles(app.routes)
     return app
 
 

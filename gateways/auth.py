@@ -14,7 +14,7 @@ from functools import partial
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -89,10 +89,13 @@ def tenant_scope(principal: Principal, tenant_id: UUID, kind: str = "resource") 
     return tenant_id
 
 
-def document_roles(app: FastAPI) -> None:
-    """Copy each route's guard roles into its OpenAPI operation as ``x-roles``."""
-    for route in app.routes:
-        if isinstance(route, APIRoute):
+def document_roles(routes: list[Any]) -> None:
+    """Copy each route's guard roles into its OpenAPI operation as ``x-roles``. Call it with
+    ``app.routes``; included routers (which FastAPI keeps as a whole) are walked too."""
+    for route in routes:
+        if hasattr(route, "original_router"):
+            document_roles(route.original_router.routes)
+        elif isinstance(route, APIRoute):
             guards = [d.call for d in route.dependant.dependencies if isinstance(d.call, Guard)]
             if guards:
                 extra: dict[str, Any] = dict(route.openapi_extra or {})

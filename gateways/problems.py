@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import IntegrityError, PersistenceError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from domain.catalog import CapacityExhaustedError
 from domain.errors import (
     DomainError,
     IdempotencyKeyReusedError,
@@ -19,6 +20,7 @@ from domain.errors import (
     ValidationFailedError,
 )
 from domain.identity import AuthenticationFailedError
+from projections.pagination import InvalidPageRequestError
 
 TYPE_BASE = "https://gpucloud.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
@@ -39,6 +41,7 @@ DOMAIN_TABLE: dict[type[DomainError], tuple[int, str]] = {
     ValidationFailedError: (422, "validation-failed"),
     IdempotencyKeyReusedError: (422, "idempotency-key-reused"),
     NotFoundError: (404, "not-found"),
+    CapacityExhaustedError: (409, "capacity-exhausted"),
 }
 UNAVAILABLE = (PersistenceError, psycopg.OperationalError, PoolTimeout)
 
@@ -93,6 +96,15 @@ def _edge(request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status, exc.kind, exc.detail, request, exc.headers)
 
 
+def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    detail = "another request changed this resource at the same moment; retry"
+    return problem(409, "concurrent-update", detail, request)
+
+
+def _bad_page(request: Request, exc: Exception) -> JSONResponse:
+    return problem(400, "invalid-page-request", str(exc), request)
+
+
 def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     detail = "the database is unavailable; retry shortly (nothing was written)"
     return problem(503, "database-unavailable", detail, request, {"Retry-After": "2"})
@@ -103,5 +115,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(ProblemError, _edge)
+    app.add_exception_handler(IntegrityError, _conflict)
+    app.add_exception_handler(InvalidPageRequestError, _bad_page)
     for cls in UNAVAILABLE:
         app.add_exception_handler(cls, _unavailable)

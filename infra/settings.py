@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", alias="GPUCLOUD_LOG_LEVEL")
     command_timeout: float = Field(default=4.0, alias="GPUCLOUD_COMMAND_TIMEOUT")
     pg_connect_timeout: int = Field(default=2, alias="GPUCLOUD_PG_CONNECT_TIMEOUT")
+    rate_limit_per_second: float = Field(default=20.0, alias="GPUCLOUD_RATE_LIMIT_PER_SECOND")
+    rate_limit_burst: int = Field(default=100, alias="GPUCLOUD_RATE_LIMIT_BURST")
     metrics_port: int | None = Field(default=None, alias="GPUCLOUD_METRICS_PORT")
 
     def with_(self, **changes: object) -> Settings:
