@@ -44,7 +44,7 @@ def settings_for(data_dir: Path | None, role: str) -> Settings:
     base = Settings()
     if data_dir is not None:
         base = base.with_(data_dir=data_dir)
-    setup_logging(base.log_level, role)
+    setup_logging("WARNING" if role == "cli" else base.log_level, role)  # CLI: errors only
     try:
         return resolve(base)
     except SystemNotFoundError as exc:

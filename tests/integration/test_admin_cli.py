@@ -1,0 +1,48 @@
+"""`gpucloud admin`: bootstrap a tenant and an ops key from the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+
+from infra.bootstrap import build_system
+from infra.settings import Settings
+from tests.support import role_env
+
+pytestmark = pytest.mark.integration
+
+
+def gpucloud(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateways.cli", *args],
+        env=role_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_admin_creates_a_tenant_whose_owner_key_authenticates(settings: Settings) -> None:
+    tenant = gpucloud(settings, "admin", "tenant", "create", "Acme Research", "--json")
+    ops = gpucloud(settings, "admin", "ops-key", "create", "--json")
+
+    assert tenant.returncode == 0 and ops.returncode == 0, tenant.stderr + ops.stderr
+    opened, issued = json.loads(tenant.stdout), json.loads(ops.stdout)
+    identity = build_system(settings).identity
+    try:
+        owner = identity.authenticate(opened["api_key"], datetime.now(UTC))
+        platform = identity.authenticate(issued["api_key"], datetime.now(UTC))
+    finally:
+        identity.close()
+    assert (str(owner.tenant_id), owner.role) == (opened["tenant_id"], "owner")
+    assert (platform.tenant_id, platform.role) == (None, "ops")
+
+
+def test_admin_refuses_a_bad_name_with_a_one_line_error(settings: Settings) -> None:
+    answer = gpucloud(settings, "admin", "tenant", "create", "<script>")
+    assert answer.returncode == 2
+    assert answer.stderr.startswith("error:") and "Traceback" not in answer.stderr
