@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import UTC, datetime
-from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
+from gateways.output import show
 from infra.bootstrap import build_system
 from infra.eventstore import event_metadata
 from infra.settings import Settings
 
-console = Console()
+SHOWN_ONCE = "[yellow]The API key is shown once: keep it now.[/]"
 
 
 def create_tenant(settings: Settings, name: str, owner_email: str | None, json_out: bool) -> None:
@@ -25,14 +20,8 @@ def create_tenant(settings: Settings, name: str, owner_email: str | None, json_o
     finally:
         identity.close()
     assert opened.key is not None  # a fresh tenant always comes with its owner's key
-    show(
-        json_out,
-        {
-            "tenant_id": str(opened.tenant.id),
-            "owner_user_id": str(opened.owner_id),
-            "api_key": opened.key.token,
-        },
-    )
+    data = {"tenant_id": str(opened.tenant.id), "owner_user_id": str(opened.owner_id)}
+    show(json_out, {**data, "api_key": opened.key.token}, SHOWN_ONCE)
 
 
 def create_ops_key(settings: Settings, name: str, json_out: bool) -> None:
@@ -42,15 +31,4 @@ def create_ops_key(settings: Settings, name: str, json_out: bool) -> None:
             issued = identity.issue_ops_key(name, datetime.now(UTC))
     finally:
         identity.close()
-    show(json_out, {"key_id": str(issued.id), "api_key": issued.token})
-
-
-def show(json_out: bool, data: dict[str, Any]) -> None:
-    if json_out:
-        sys.stdout.write(json.dumps(data) + "\n")
-        return
-    table = Table(show_header=False)
-    for k, v in data.items():
-        table.add_row(k, str(v))
-    console.print(table)
-    console.print("[yellow]The API key is shown once: keep it now.[/]")
+    show(json_out, {"key_id": str(issued.id), "api_key": issued.token}, SHOWN_ONCE)

@@ -11,8 +11,8 @@ import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
+from gateways.output import show
 from gateways.processes import relays_for
 from gateways.projector import PROJECTIONS
 from infra.bootstrap import build_system
@@ -38,7 +38,7 @@ async def republish(settings: Settings, start: int, json_out: bool) -> None:
             await relay.positions.reset(start - 1)
         got = await _try_lock(lock)
         if not got:
-            _say(json_out, {"republish_from": start, "by": "running relay"})
+            show(json_out, {"republish_from": start, "by": "running relay"})
             return
         total = 0
         with Progress(console=err, disable=json_out) as bar:
@@ -49,7 +49,7 @@ async def republish(settings: Settings, start: int, json_out: bool) -> None:
                     total += sent
                     bar.advance(task, sent)
                 await relay.close()
-        _say(json_out, {"republish_from": start, "published": total, "by": "this command"})
+        show(json_out, {"republish_from": start, "published": total, "by": "this command"})
     finally:
         await lock.release()
         await system.close()
@@ -90,7 +90,7 @@ async def rebuild(settings: Settings, name: str, json_out: bool) -> None:
                         bar.update(task, completed=position)
     finally:
         await system.close()
-    _say(json_out, {"projection": name, "applied": applied})
+    show(json_out, {"projection": name, "applied": applied})
 
 
 def _envelope(context: str, mapper: Any, note: Any) -> Any:
@@ -132,13 +132,3 @@ def _print_record(r: Any, json_out: bool) -> None:
         sys.stdout.flush()
         return
     console.print(f"[bold]{r.partition}@{r.offset}[/] {headers.get('ce_type')} {row['value']}")
-
-
-def _say(json_out: bool, data: dict[str, Any]) -> None:
-    if json_out:
-        sys.stdout.write(json.dumps(data) + "\n")
-        return
-    table = Table(show_header=False)
-    for k, v in data.items():
-        table.add_row(k, str(v))
-    console.print(table)

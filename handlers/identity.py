@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
-from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+from uuid import UUID, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from domain.errors import IdempotencyKeyReusedError, NotFoundError
+from domain.errors import NotFoundError
 from domain.identity import (
     OPS,
     OWNER,
@@ -26,21 +22,18 @@ from domain.identity import (
     User,
 )
 from domain.tenant import Tenant
+from handlers.base import (
+    KEY_NAMESPACE,
+    ContextApplication,
+    Written,
+    id_for_key,
+    request_hash,
+    same_request,
+)
 
-KEY_NAMESPACE = uuid5(NAMESPACE_URL, "https://gpucloud.dev/idempotency")
+__all__ = ["Identity", "IssuedKey", "TenantOpened", "Written", "id_for_key", "request_hash"]
+
 TOKEN_PREFIX = "gpc"
-A = TypeVar("A", bound=Aggregate)
-
-
-def request_hash(**fields: object) -> str:
-    """A stable digest of a command's input, compared when an idempotency key comes back."""
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def id_for_key(kind: str, key: str | None) -> UUID:
-    """The aggregate id a client key maps to: the same key always names the same aggregate."""
-    return uuid5(KEY_NAMESPACE, f"{kind}:{key}") if key else uuid4()
 
 
 def owner_id_of(tenant_id: UUID) -> UUID:
@@ -54,15 +47,6 @@ def key_id_of(prefix: str) -> UUID:
 def secret_hash(secret: str) -> str:
     """SHA-256 suffices: the secret is 192 random bits, not a password."""
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Written:
-    """What a command wrote: the aggregate and the version the read side must reach."""
-
-    id: UUID
-    version: int
-    created: bool
 
 
 @dataclass(frozen=True)
@@ -81,7 +65,7 @@ class TenantOpened:
     key: IssuedKey | None  # None when an idempotent retry replays the first answer
 
 
-class Identity(Application[UUID]):
+class Identity(ContextApplication):
     """The identity context's application: one notification log, relayed to identity.* topics."""
 
     name = "identity"
@@ -91,7 +75,7 @@ class Identity(Application[UUID]):
     ) -> TenantOpened:
         tenant_id = id_for_key("tenant", idempotency_key)
         digest = request_hash(name=name.strip(), owner_email=owner_email)
-        existing = self._find(Tenant, tenant_id)
+        existing = self.find(Tenant, tenant_id)
         if existing is not None:
             return self._replayed(existing, digest)
         tenant = Tenant.register(tenant_id, name, digest)
@@ -110,12 +94,7 @@ class Identity(Application[UUID]):
         self.get(Tenant, tenant_id)
         user_id = id_for_key(f"user:{tenant_id}", idempotency_key)
         digest = request_hash(email=email, role=role)
-        existing = self._find(User, user_id)
-        if existing is not None:
-            return _same_request(existing, digest)
-        user = User.add(user_id, tenant_id, email, role, digest)
-        self.save(user)
-        return Written(user.id, user.version, created=True)
+        return self.create_once(User.add(user_id, tenant_id, email, role, digest), digest)
 
     def issue_key(self, grant: KeyGrant, now: datetime) -> IssuedKey:
         if grant.user_id is not None:
@@ -130,17 +109,18 @@ class Identity(Application[UUID]):
         return self.issue_key(KeyGrant(None, None, OPS, name=name), now)
 
     def revoke_key(self, key_id: UUID, tenant_id: UUID | None, now: datetime) -> Written:
-        key = self.get(ApiKey, key_id)
-        if tenant_id is not None and key.tenant_id != tenant_id:
-            raise NotFoundError(f"api key {key_id} not found")
-        key.revoke(now)
-        self.save(key)
+        def revoke(key: ApiKey) -> None:
+            if tenant_id is not None and key.tenant_id != tenant_id:
+                raise NotFoundError(f"api key {key_id} not found")
+            key.revoke(now)
+
+        key, _ = self.update(ApiKey, key_id, revoke)
         return Written(key.id, key.version, created=False)
 
     def authenticate(self, token: str, now: datetime) -> Principal:
         """Checked against the event store itself, so a revocation counts on the next call."""
         prefix, secret = _split(token)
-        key = self._find(ApiKey, key_id_of(prefix))
+        key = self.find(ApiKey, key_id_of(prefix))
         if key is None or not hmac.compare_digest(key.secret_hash, secret_hash(secret)):
             raise AuthenticationFailedError("unknown or wrong API key")
         if not key.usable_at(now):
@@ -150,33 +130,14 @@ class Identity(Application[UUID]):
     def get_tenant(self, tenant_id: UUID) -> Tenant:
         return self.get(Tenant, tenant_id)
 
-    def get(self, kind: type[A], aggregate_id: UUID) -> A:
-        found = self._find(kind, aggregate_id)
-        if found is None:
-            raise NotFoundError(f"{kind.__name__.lower()} {aggregate_id} not found")
-        return found
-
-    def _find(self, kind: type[A], aggregate_id: UUID) -> A | None:
-        try:
-            found: Any = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-        return found if isinstance(found, kind) else None
-
     def _new_key(self, grant: KeyGrant, now: datetime) -> tuple[ApiKey, str]:
         prefix, secret = secrets.token_hex(6), secrets.token_urlsafe(24)
         key = ApiKey.issue(key_id_of(prefix), prefix, secret_hash(secret), grant, now)
         return key, f"{TOKEN_PREFIX}_{prefix}_{secret}"
 
     def _replayed(self, tenant: Tenant, digest: str) -> TenantOpened:
-        written = _same_request(tenant, digest)
+        written = same_request(tenant, digest)
         return TenantOpened(written, owner_id_of(tenant.id), None)
-
-
-def _same_request(aggregate: Any, digest: str) -> Written:
-    if aggregate.request_hash != digest:
-        raise IdempotencyKeyReusedError("Idempotency-Key was used with a different request")
-    return Written(aggregate.id, aggregate.version, created=False)
 
 
 def _split(token: str) -> tuple[str, str]:

@@ -8,27 +8,17 @@ races is reported as ``CapacityExhaustedError`` and the caller tries another nod
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
 from domain.catalog import CapacityExhaustedError, Node, Sku
-from domain.errors import IdempotencyKeyReusedError, NotFoundError
-from handlers.identity import Written, id_for_key, request_hash
-
-UPDATE_ATTEMPTS = 5
-BACKOFF_SECONDS = 0.002  # times the attempt number, jittered
-
-A = TypeVar("A", Sku, Node)
-R = TypeVar("R")
+from handlers.base import ContextApplication, Written, id_for_key, request_hash
 
 
-class Inventory(Application[UUID]):
+class Inventory(ContextApplication):
     """The inventory context's application: one notification log, relayed to inventory.*."""
 
     name = "inventory"
@@ -51,11 +41,11 @@ class Inventory(Application[UUID]):
         return self._create(Sku.create, id_for_key("sku", idempotency_key), spec)
 
     def change_price(self, sku_id: UUID, price_per_gpu_hour: int) -> Written:
-        sku, _ = self._update(Sku, sku_id, lambda sku: sku.change_price(price_per_gpu_hour))
+        sku, _ = self.update(Sku, sku_id, lambda sku: sku.change_price(price_per_gpu_hour))
         return Written(sku.id, sku.version, created=False)
 
     def set_sku_active(self, sku_id: UUID, active: bool) -> Written:
-        sku, _ = self._update(Sku, sku_id, lambda sku: sku.set_active(active))
+        sku, _ = self.update(Sku, sku_id, lambda sku: sku.set_active(active))
         return Written(sku.id, sku.version, created=False)
 
     def register_node(
@@ -74,7 +64,7 @@ class Inventory(Application[UUID]):
         return self._create(Node.register, id_for_key("node", idempotency_key), spec)
 
     def set_node_state(self, node_id: UUID, state: str) -> Written:
-        node, _ = self._update(Node, node_id, lambda node: node.set_state(state))
+        node, _ = self.update(Node, node_id, lambda node: node.set_state(state))
         return Written(node.id, node.version, created=False)
 
     def claim(
@@ -82,7 +72,7 @@ class Inventory(Application[UUID]):
     ) -> tuple[int, ...]:
         """Claim GPUs on a node; the same claim again returns the same indices."""
         try:
-            _, indices = self._update(
+            _, indices = self.update(
                 Node, node_id, lambda node: node.claim(claim_id, allocation_id, gpus)
             )
         except IntegrityError as lost:
@@ -90,65 +80,20 @@ class Inventory(Application[UUID]):
         return indices
 
     def release(self, node_id: UUID, claim_id: str) -> Written:
-        node, _ = self._update(Node, node_id, lambda node: node.release(claim_id))
+        node, _ = self.update(Node, node_id, lambda node: node.release(claim_id))
         return Written(node.id, node.version, created=False)
 
     def get_sku(self, sku_id: UUID) -> Sku:
-        return self._get(Sku, sku_id)
+        return self.get(Sku, sku_id)
 
     def get_node(self, node_id: UUID) -> Node:
-        return self._get(Node, node_id)
-
-    def _update(self, cls: type[A], aggregate_id: UUID, change: Callable[[A], R]) -> tuple[A, R]:
-        """Load, change, save; on a lost race reload and decide again (bounded)."""
-        for attempt in range(1, UPDATE_ATTEMPTS):
-            try:
-                return self._update_once(cls, aggregate_id, change)
-            except IntegrityError:
-                time.sleep(random.uniform(0, BACKOFF_SECONDS * attempt))
-        return self._update_once(cls, aggregate_id, change)
-
-    def _update_once(
-        self, cls: type[A], aggregate_id: UUID, change: Callable[[A], R]
-    ) -> tuple[A, R]:
-        aggregate = self._get(cls, aggregate_id)
-        result = change(aggregate)
-        self.save(aggregate)
-        return aggregate, result
+        return self.get(Node, node_id)
 
     def _create(
-        self, factory: Callable[..., A], aggregate_id: UUID, spec: dict[str, Any]
+        self, factory: Callable[..., Any], aggregate_id: UUID, spec: dict[str, Any]
     ) -> Written:
-        """Create once per id: the same id and spec again answer as the first time did.
-
-        The spec is validated before the id is looked up, so a reused key with an invalid
-        body is a ValidationFailedError, with a valid but different one IdempotencyKeyReused.
-        """
+        """Create once per id. The spec is validated (by the factory) before the id is looked
+        up, so a reused key with an invalid body is a ValidationFailedError, with a valid but
+        different one IdempotencyKeyReused."""
         digest = request_hash(**spec)
-        aggregate = factory(aggregate_id, **spec, request_hash=digest)
-        if (existing := self._find(type(aggregate), aggregate_id)) is not None:
-            return self._replayed(existing, digest)
-        try:
-            self.save(aggregate)
-        except IntegrityError:  # the same key, saved by a concurrent request
-            return self._replayed(self._get(type(aggregate), aggregate_id), digest)
-        return Written(aggregate.id, aggregate.version, created=True)
-
-    def _get(self, cls: type[A], aggregate_id: UUID) -> A:
-        found = self._find(cls, aggregate_id)
-        if found is None:
-            raise NotFoundError(f"{cls.__name__.lower()} {aggregate_id} not found")
-        return found
-
-    def _find(self, cls: type[A], aggregate_id: UUID) -> A | None:
-        try:
-            found: object = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-        return found if isinstance(found, cls) else None
-
-    @staticmethod
-    def _replayed(aggregate: Sku | Node, digest: str) -> Written:
-        if aggregate.request_hash != digest:
-            raise IdempotencyKeyReusedError("Idempotency-Key was used with a different request")
-        return Written(aggregate.id, aggregate.version, created=False)
+        return self.create_once(factory(aggregate_id, **spec, request_hash=digest), digest)

@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field
 from domain.identity import PLATFORM, ApiKey, User
 from domain.tenant import Tenant
 from infra.catalog_messages import CATALOG_WIRE
-from infra.wire import WireEvent, WireModel
+from infra.wire import WireEvent, WireModel, from_attributes
 
 
 class TenantCreatedV1(WireModel):
@@ -66,38 +66,6 @@ class ApiKeyRevokedV1(WireModel):
     revoked_at: datetime
 
 
-def _tenant_created(e: Tenant.Created) -> WireModel:
-    return TenantCreatedV1(tenant_id=e.originator_id, name=e.name, created_at=e.timestamp)  # type: ignore[attr-defined]
-
-
-def _user_created(e: User.Created) -> WireModel:
-    return UserCreatedV1(
-        user_id=e.originator_id,
-        tenant_id=e.tenant_id,  # type: ignore[attr-defined]
-        email=e.email,  # type: ignore[attr-defined]
-        role=e.role,  # type: ignore[attr-defined]
-        created_at=e.timestamp,
-    )
-
-
-def _key_created(e: Any) -> WireModel:
-    return ApiKeyCreatedV1(
-        key_id=e.originator_id,
-        tenant_id=e.tenant_id,
-        user_id=e.user_id,
-        role=e.role,
-        read_only=e.read_only,
-        name=e.name,
-        prefix=e.prefix,
-        expires_at=e.expires_at,
-        created_at=e.timestamp,
-    )
-
-
-def _key_revoked(e: Any) -> WireModel:
-    return ApiKeyRevokedV1(key_id=e.originator_id, tenant_id=e.tenant_id, revoked_at=e.revoked_at)
-
-
 TENANT_TOPIC = "identity.tenant.v1"
 USER_TOPIC = "identity.user.v1"
 APIKEY_TOPIC = "identity.apikey.v1"
@@ -107,28 +75,28 @@ WIRE: dict[type[Any], WireEvent] = {
         ce_type="cloud.gpu.tenant.created.v1",
         kafka_topic=TENANT_TOPIC,
         model=TenantCreatedV1,
-        payload=_tenant_created,
+        payload=from_attributes(TenantCreatedV1, "tenant_id", "created_at"),
         tenant_of=lambda e: e.originator_id,
     ),
     User.Created: WireEvent(
         ce_type="cloud.gpu.user.created.v1",
         kafka_topic=USER_TOPIC,
         model=UserCreatedV1,
-        payload=_user_created,
+        payload=from_attributes(UserCreatedV1, "user_id", "created_at"),
         tenant_of=lambda e: e.tenant_id,
     ),
     ApiKey.Created: WireEvent(
         ce_type="cloud.gpu.apikey.created.v1",
         kafka_topic=APIKEY_TOPIC,
         model=ApiKeyCreatedV1,
-        payload=_key_created,
+        payload=from_attributes(ApiKeyCreatedV1, "key_id", "created_at"),
         tenant_of=lambda e: e.tenant_id or PLATFORM,
     ),
     ApiKey.Revoked: WireEvent(  # type: ignore[attr-defined]
         ce_type="cloud.gpu.apikey.revoked.v1",
         kafka_topic=APIKEY_TOPIC,
         model=ApiKeyRevokedV1,
-        payload=_key_revoked,
+        payload=from_attributes(ApiKeyRevokedV1, "key_id", None),
         tenant_of=lambda e: e.tenant_id or PLATFORM,
     ),
 }

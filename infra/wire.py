@@ -27,12 +27,17 @@ class WireEvent:
     tenant_of: Callable[[Any], UUID]
 
 
-def from_attributes(model: type[WireModel], id_field: str) -> Callable[[Any], WireModel]:
+def from_attributes(
+    model: type[WireModel], id_field: str, time_field: str | None = "at"
+) -> Callable[[Any], WireModel]:
     """A payload builder copying the event's attributes of the model's field names; the
-    aggregate id goes to ``id_field`` and the event's timestamp to ``at``."""
+    aggregate id goes to ``id_field`` and the event's timestamp to ``time_field``."""
 
     def build(event: Any) -> WireModel:
         values = {f: getattr(event, f) for f in model.model_fields if hasattr(event, f)}
-        return model(**values, **{id_field: event.originator_id, "at": event.timestamp})
+        values[id_field] = event.originator_id
+        if time_field:
+            values[time_field] = event.timestamp
+        return model(**values)
 
     return build

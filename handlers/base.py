@@ -1,0 +1,102 @@
+"""What every context's application shares: typed loads, idempotent creation, and updates
+that reload and decide again when another writer saved the same aggregate first."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from domain.errors import IdempotencyKeyReusedError, NotFoundError
+
+KEY_NAMESPACE = uuid5(NAMESPACE_URL, "https://gpucloud.dev/idempotency")
+UPDATE_ATTEMPTS = 5
+BACKOFF_SECONDS = 0.002  # times the attempt number, jittered
+
+A = TypeVar("A", bound=Aggregate)
+R = TypeVar("R")
+
+
+def request_hash(**fields: object) -> str:
+    """A stable digest of a command's input, compared when an idempotency key comes back."""
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def id_for_key(kind: str, key: str | None) -> UUID:
+    """The aggregate id a client key maps to: the same key always names the same aggregate."""
+    return uuid5(KEY_NAMESPACE, f"{kind}:{key}") if key else uuid4()
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a command wrote: the aggregate and the version the read side must reach."""
+
+    id: UUID
+    version: int
+    created: bool
+
+
+def same_request(aggregate: Any, digest: str) -> Written:
+    """The answer to a replayed creation, or the refusal of a reused key."""
+    if aggregate.request_hash != digest:
+        raise IdempotencyKeyReusedError("Idempotency-Key was used with a different request")
+    return Written(aggregate.id, aggregate.version, created=False)
+
+
+class ContextApplication(Application[UUID]):
+    """An eventsourcing Application with the loads and retries every context needs."""
+
+    def get(self, kind: type[A], aggregate_id: UUID) -> A:
+        found = self.find(kind, aggregate_id)
+        if found is None:
+            raise NotFoundError(f"{kind.__name__.lower()} {aggregate_id} not found")
+        return found
+
+    def find(self, kind: type[A], aggregate_id: UUID) -> A | None:
+        """The aggregate, or None when there is none of this kind with that id."""
+        try:
+            found: object = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return found if isinstance(found, kind) else None
+
+    def update(
+        self, kind: type[A], aggregate_id: UUID, change: Callable[[A], R], attempts: int = 0
+    ) -> tuple[A, R]:
+        """Load, change, save; on a lost race reload and decide again (bounded)."""
+        for attempt in range(1, attempts or UPDATE_ATTEMPTS):
+            try:
+                return self._update_once(kind, aggregate_id, change)
+            except IntegrityError:
+                time.sleep(random.uniform(0, BACKOFF_SECONDS * attempt))
+        return self._update_once(kind, aggregate_id, change)
+
+    def _update_once(
+        self, kind: type[A], aggregate_id: UUID, change: Callable[[A], R]
+    ) -> tuple[A, R]:
+        aggregate = self.get(kind, aggregate_id)
+        result = change(aggregate)
+        self.save(aggregate)
+        return aggregate, result
+
+    def create_once(self, aggregate: A, digest: str) -> Written:
+        """Save a new aggregate once per id: the same id and request again answer as the
+        first time did, even when the two requests race."""
+        existing = self.find(type(aggregate), aggregate.id)
+        if existing is not None:
+            return same_request(existing, digest)
+        try:
+            self.save(aggregate)
+        except IntegrityError:  # the same key, saved by a concurrent request
+            return same_request(self.get(type(aggregate), aggregate.id), digest)
+        return Written(aggregate.id, aggregate.version, created=True)
