@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from domain.errors import DomainError
 from gateways import admin, opstools, processes
-from infra.bootstrap import SystemNotFoundError, resolve
+from gateways.catalog_cli import node_app, sku_app
+from gateways.cli_common import DataDir, JsonOut, refusals, settings_for
 from infra.observability import setup_logging
 from infra.settings import Settings
 
@@ -30,26 +26,8 @@ admin_key_app = typer.Typer(help="Platform ops keys.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(admin_tenant_app, name="tenant")
 admin_app.add_typer(admin_key_app, name="ops-key")
-err = Console(stderr=True)
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", envvar="GPUCLOUD_DATA_DIR", help="Embedded stack's data folder."),
-]
-JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def settings_for(data_dir: Path | None, role: str) -> Settings:
-    """Every command finds the system the same way (env vars, else the running stack)."""
-    base = Settings()
-    if data_dir is not None:
-        base = base.with_(data_dir=data_dir)
-    setup_logging("WARNING" if role == "cli" else base.log_level, role)  # CLI: errors only
-    try:
-        return resolve(base)
-    except SystemNotFoundError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+app.add_typer(node_app, name="node")
+app.add_typer(sku_app, name="sku")
 
 
 @app.command()
@@ -129,7 +107,7 @@ def admin_tenant_create(
     json_out: JsonOut = False,
 ) -> None:
     """Open a tenant; prints its id and the owner's API key (shown once)."""
-    with _clear_errors():
+    with refusals():
         admin.create_tenant(settings_for(data_dir, "cli"), name, owner_email, json_out)
 
 
@@ -140,18 +118,8 @@ def admin_ops_key_create(
     json_out: JsonOut = False,
 ) -> None:
     """Issue a platform ops key; prints it (shown once)."""
-    with _clear_errors():
+    with refusals():
         admin.create_ops_key(settings_for(data_dir, "cli"), name, json_out)
-
-
-@contextmanager
-def _clear_errors() -> Iterator[None]:
-    """Domain refusals become a one-line error and exit status 2, not a traceback."""
-    try:
-        yield
-    except DomainError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
 
 
 def main() -> None:

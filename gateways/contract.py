@@ -104,7 +104,17 @@ def asyncapi_document() -> dict[str, Any]:
         ),
     )
     doc: dict[str, Any] = spec.to_specification().to_jsonable()
-    return _with_cloudevents_headers(doc)
+    return _in_stable_order(_with_cloudevents_headers(doc))
+
+
+def _in_stable_order(doc: dict[str, Any]) -> dict[str, Any]:
+    """FastStream lists publishers in registration order, which varies between runs; sort the
+    named maps so the committed file changes only when the contract does."""
+    for section in ("channels", "operations"):
+        doc[section] = dict(sorted(doc[section].items()))
+    for section in ("messages", "schemas"):
+        doc["components"][section] = dict(sorted(doc["components"][section].items()))
+    return doc
 
 
 def _with_cloudevents_headers(doc: dict[str, Any]) -> dict[str, Any]:

@@ -7,11 +7,11 @@ import json
 import sys
 from typing import Any
 
-import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.progress import Progress
 
+from gateways.cli_common import err, fail
 from gateways.output import show
 from gateways.processes import relays_for
 from gateways.projector import PROJECTIONS
@@ -25,7 +25,6 @@ from projections.runner import apply_batch
 from projections.runner import rebuild as forget
 
 console = Console()
-err = Console(stderr=True)
 
 
 async def republish(settings: Settings, start: int, json_out: bool) -> None:
@@ -67,8 +66,7 @@ async def rebuild(settings: Settings, name: str, json_out: bool) -> None:
     projection = next((p for p in PROJECTIONS if p.name == name), None)
     if projection is None:
         known = ", ".join(p.name for p in PROJECTIONS)
-        err.print(f"[red]error:[/] no projection named {name!r}; known: {known}")
-        raise typer.Exit(2)
+        fail(f"no projection named {name!r}; known: {known}")
     system = build_system(settings)
     await system.open()
     applied = 0
@@ -104,8 +102,7 @@ async def tail(
     bootstrap = settings.kafka_bootstrap_servers or ""
     count = (await partition_counts(bootstrap, [topic]))[topic]
     if count == 0:
-        err.print(f"[red]error:[/] topic {topic!r} does not exist")
-        raise typer.Exit(2)
+        fail(f"topic {topic!r} does not exist; `gpucloud up` creates the system's topics")
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     consumer.assign([TopicPartition(topic, p) for p in range(count)])

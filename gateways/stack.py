@@ -104,7 +104,8 @@ class Stack:
 def seed(s: Settings) -> dict[str, str]:
     """First start only: a platform ops key and a demo tenant, their keys kept in the data dir
     (mode 0600) because a key is shown once and a newcomer needs one at once."""
-    identity = build_system(s).identity
+    system = build_system(s)
+    identity = system.identity
     try:
         now = datetime.now(UTC)
         keys = {}
@@ -115,7 +116,7 @@ def seed(s: Settings) -> dict[str, str]:
             keys[name] = _kept(s.data_dir / name, make)
         return keys
     finally:
-        identity.close()
+        system.close_write_side()
 
 
 def _demo_owner_key(identity: Identity, now: datetime) -> str:

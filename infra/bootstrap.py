@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from handlers.identity import Identity
 from handlers.inventory import Inventory
-from infra.db import async_pool, migrate
+from infra.db import async_pool, migrate, schema_lock
 from infra.eventstore import open_app
 from infra.settings import Settings
 
@@ -86,15 +86,10 @@ class System:
 
 
 def build_system(settings: Settings) -> System:
-    assert settings.database_url, "resolve(settings) first"
-    migrate(settings.database_url, settings.db_schema)
-    return System(
-        settings=settings,
-        identity=open_app(
-            Identity, settings.database_url, settings.db_schema, settings.pg_connect_timeout
-        ),
-        inventory=open_app(
-            Inventory, settings.database_url, settings.db_schema, settings.pg_connect_timeout
-        ),
-        pool=async_pool(settings.database_url, settings.db_schema),
-    )
+    url, schema = settings.database_url, settings.db_schema
+    assert url, "resolve(settings) first"
+    migrate(url, schema)
+    with schema_lock(url, schema):
+        identity = open_app(Identity, url, schema, settings.pg_connect_timeout)
+        inventory = open_app(Inventory, url, schema, settings.pg_connect_timeout)
+    return System(settings, identity, inventory, async_pool(url, schema))

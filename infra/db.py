@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlparse, urlunparse
 
@@ -23,6 +25,16 @@ def conninfo(database_url: str, schema: str) -> str:
 def ensure_schema(database_url: str, schema: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+
+
+@contextmanager
+def schema_lock(database_url: str, schema: str) -> Iterator[None]:
+    """Serialise set-up of one schema across processes: eventsourcing re-creates its tables
+    and functions on every start, and two processes doing so at once fail with "tuple
+    concurrently updated"."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"gpucloud.schema.{schema}",))
+        yield  # closing the connection releases the lock
 
 
 def migrate(database_url: str, schema: str) -> int:

@@ -91,11 +91,11 @@ def issue_ops_key(settings: Settings) -> str:
 
     from infra.bootstrap import build_system
 
-    identity = build_system(settings).identity
+    system = build_system(settings)
     try:
-        return identity.issue_ops_key("tests", datetime.now(UTC)).token
+        return system.identity.issue_ops_key("tests", datetime.now(UTC)).token
     finally:
-        identity.close()
+        system.close_write_side()
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ def with_header(name: str, text: str | None) -> OutboundMessage:
 def system(settings: Settings) -> Iterator[System]:
     built = build_system(settings)
     yield built
-    built.identity.close()
+    built.close_write_side()
 
 
 def stored_tenant_event(system: System) -> Any:

@@ -32,12 +32,12 @@ def test_admin_creates_a_tenant_whose_owner_key_authenticates(settings: Settings
 
     assert tenant.returncode == 0 and ops.returncode == 0, tenant.stderr + ops.stderr
     opened, issued = json.loads(tenant.stdout), json.loads(ops.stdout)
-    identity = build_system(settings).identity
+    system = build_system(settings)
     try:
-        owner = identity.authenticate(opened["api_key"], datetime.now(UTC))
-        platform = identity.authenticate(issued["api_key"], datetime.now(UTC))
+        owner = system.identity.authenticate(opened["api_key"], datetime.now(UTC))
+        platform = system.identity.authenticate(issued["api_key"], datetime.now(UTC))
     finally:
-        identity.close()
+        system.close_write_side()
     assert (str(owner.tenant_id), owner.role) == (opened["tenant_id"], "owner")
     assert (platform.tenant_id, platform.role) == (None, "ops")
 

@@ -1,0 +1,251 @@
+"""HTTP routes of the catalog: SKUs (ops write, anyone reads, with live availability), nodes
+(ops only), and the tenant's allocations (read-only until the allocation issue lands).
+
+Setting a price, a SKU's activation or a node's state are idempotent by value (the same value
+again writes nothing), so only the creating routes take an ``Idempotency-Key``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from psycopg import AsyncConnection
+
+from domain.errors import NotFoundError
+from domain.identity import OPS, Principal
+from gateways import consistency
+from gateways.auth import ANY_ROLE, OPS_ONLY, system_of, tenant_scope
+from gateways.catalog_models import (
+    AllocationOut,
+    AllocationPage,
+    AllocationQuery,
+    ChangePrice,
+    CreateSku,
+    NodeOut,
+    NodePage,
+    NodeQuery,
+    NodeView,
+    RegisterNode,
+    SetNodeState,
+    SkuOut,
+    SkuPage,
+    SkuQuery,
+    SkuView,
+)
+from gateways.commands import blocking, dispatch
+from gateways.identity_api import IdempotencyKey, PositionToken
+from handlers.identity import Written
+from infra import metrics
+from projections import allocations, catalog
+
+router = APIRouter(prefix="/v1")
+Ops = Annotated[Principal, Depends(OPS_ONLY)]
+Anyone = Annotated[Principal, Depends(ANY_ROLE)]
+
+
+async def _command(
+    request: Request, caller: Principal, name: str, fn: Callable[[], Written]
+) -> Written:
+    sys = system_of(request)
+    written = await dispatch(fn, caller.actor, sys.settings.command_timeout)
+    metrics.COMMANDS.labels(name, "created" if written.created else "ok").inc()
+    return written
+
+
+def _written(response: Response, location: str, projection: str, written: Written) -> None:
+    response.headers["Location"] = location
+    token = consistency.make_token(projection, str(written.id), written.version)
+    response.headers[consistency.HEADER] = token
+
+
+@asynccontextmanager
+async def _read(request: Request, position: str | None) -> AsyncIterator[AsyncConnection[Any]]:
+    """A read-model connection, once the read model has passed the caller's position token."""
+    sys = system_of(request)
+    await consistency.wait_for(sys.pool, position, sys.settings.read_wait_seconds)
+    async with sys.pool.connection() as conn:
+        yield conn
+
+
+def _found(row: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    if row is None:
+        raise NotFoundError(f"{kind} not found")
+    return row
+
+
+async def _sku_written(request: Request, response: Response, written: Written) -> SkuOut:
+    _written(response, f"/v1/skus/{written.id}", catalog.SKUS.name, written)
+    inventory = system_of(request).inventory
+    sku = await blocking(partial(inventory.get_sku, written.id), 5)
+    fields = {f: getattr(sku, f) for f in SkuOut.model_fields if hasattr(sku, f)}
+    return SkuOut(**{**fields, "regions": list(sku.regions), "created_at": sku.created_on})
+
+
+async def _node_written(request: Request, response: Response, written: Written) -> NodeOut:
+    _written(response, f"/v1/nodes/{written.id}", catalog.NODES.name, written)
+    inventory = system_of(request).inventory
+    node = await blocking(partial(inventory.get_node, written.id), 5)
+    fields = {f: getattr(node, f) for f in NodeOut.model_fields if hasattr(node, f)}
+    return NodeOut(**{**fields, "free_gpus": len(node.free_gpus), "created_at": node.created_on})
+
+
+@router.post("/skus", status_code=201, response_model=SkuOut, operation_id="createSku")
+async def create_sku(
+    body: CreateSku,
+    request: Request,
+    response: Response,
+    caller: Ops,
+    idempotency_key: IdempotencyKey = None,
+) -> SkuOut:
+    """Add a SKU to the catalog (active at once). The same Idempotency-Key and body again
+    answer with the same SKU; with another body, 422."""
+    create = partial(
+        system_of(request).inventory.create_sku,
+        **body.model_dump(),
+        idempotency_key=idempotency_key,
+    )
+    written = await _command(request, caller, "sku.create", create)
+    return await _sku_written(request, response, written)
+
+
+@router.post("/skus/{sku_id}/price", response_model=SkuOut, operation_id="changeSkuPrice")
+async def change_sku_price(
+    sku_id: UUID, body: ChangePrice, request: Request, response: Response, caller: Ops
+) -> SkuOut:
+    change = partial(system_of(request).inventory.change_price, sku_id, body.price_per_gpu_hour)
+    written = await _command(request, caller, "sku.price", change)
+    return await _sku_written(request, response, written)
+
+
+async def _activate(
+    request: Request, response: Response, caller: Principal, sku_id: UUID, active: bool
+) -> SkuOut:
+    change = partial(system_of(request).inventory.set_sku_active, sku_id, active)
+    written = await _command(
+        request, caller, "sku.activate" if active else "sku.deactivate", change
+    )
+    return await _sku_written(request, response, written)
+
+
+@router.post("/skus/{sku_id}/activate", response_model=SkuOut, operation_id="activateSku")
+async def activate_sku(sku_id: UUID, request: Request, response: Response, caller: Ops) -> SkuOut:
+    return await _activate(request, response, caller, sku_id, True)
+
+
+@router.post("/skus/{sku_id}/deactivate", response_model=SkuOut, operation_id="deactivateSku")
+async def deactivate_sku(sku_id: UUID, request: Request, response: Response, caller: Ops) -> SkuOut:
+    """Tenants can no longer place it; its availability reads 0 everywhere."""
+    return await _activate(request, response, caller, sku_id, False)
+
+
+@router.get("/skus", response_model=SkuPage, operation_id="listSkus")
+async def list_skus(
+    request: Request,
+    caller: Anyone,
+    query: Annotated[SkuQuery, Query()],
+    position: PositionToken = None,
+) -> SkuPage:
+    """The catalog, each SKU with its live availability per region."""
+    async with _read(request, position) as conn:
+        page = await catalog.list_skus(conn, query.page(None))
+    return SkuPage(items=[SkuView(**i) for i in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/skus/{sku_id}", response_model=SkuView, operation_id="getSku")
+async def read_sku(
+    sku_id: UUID, request: Request, caller: Anyone, position: PositionToken = None
+) -> SkuView:
+    async with _read(request, position) as conn:
+        return SkuView(**_found(await catalog.get_sku(conn, sku_id), "sku"))
+
+
+@router.post("/nodes", status_code=201, response_model=NodeOut, operation_id="registerNode")
+async def register_node(
+    body: RegisterNode,
+    request: Request,
+    response: Response,
+    caller: Ops,
+    idempotency_key: IdempotencyKey = None,
+) -> NodeOut:
+    """Add a node (active at once). ``ssh`` nodes need an ``address``; ``local`` ones none."""
+    register = partial(
+        system_of(request).inventory.register_node,
+        **body.model_dump(),
+        idempotency_key=idempotency_key,
+    )
+    written = await _command(request, caller, "node.register", register)
+    return await _node_written(request, response, written)
+
+
+@router.post("/nodes/{node_id}/state", response_model=NodeOut, operation_id="setNodeState")
+async def set_node_state(
+    node_id: UUID, body: SetNodeState, request: Request, response: Response, caller: Ops
+) -> NodeOut:
+    """Draining or offline nodes keep their claims but take no new ones."""
+    change = partial(system_of(request).inventory.set_node_state, node_id, body.state)
+    written = await _command(request, caller, "node.state", change)
+    return await _node_written(request, response, written)
+
+
+@router.get("/nodes", response_model=NodePage, operation_id="listNodes")
+async def list_nodes(
+    request: Request,
+    caller: Ops,
+    query: Annotated[NodeQuery, Query()],
+    position: PositionToken = None,
+) -> NodePage:
+    async with _read(request, position) as conn:
+        page = await catalog.list_nodes(conn, query.page(None))
+    return NodePage(items=[NodeOut(**i) for i in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/nodes/{node_id}", response_model=NodeView, operation_id="getNode")
+async def read_node(
+    node_id: UUID, request: Request, caller: Ops, position: PositionToken = None
+) -> NodeView:
+    """The node with its capacity claims."""
+    async with _read(request, position) as conn:
+        return NodeView(**_found(await catalog.get_node(conn, node_id), "node"))
+
+
+def _tenant_of(caller: Principal) -> UUID | None:
+    """The tenant a caller reads: its own; None (every tenant) for ops."""
+    if caller.role == OPS:
+        return None
+    if caller.tenant_id is None:
+        raise NotFoundError("no tenant")
+    return caller.tenant_id
+
+
+@router.get("/allocations", response_model=AllocationPage, operation_id="listAllocations")
+async def list_allocations(
+    request: Request,
+    caller: Anyone,
+    query: Annotated[AllocationQuery, Query()],
+    position: PositionToken = None,
+) -> AllocationPage:
+    """The caller's tenant's allocations; ops see every tenant's, or one with ``tenant_id``."""
+    tenant = _tenant_of(caller)
+    if query.tenant_id is not None:
+        tenant = tenant_scope(caller, query.tenant_id, "tenant")
+    async with _read(request, position) as conn:
+        page = await allocations.list_allocations(conn, query.page(tenant))
+    items = [AllocationOut(**i) for i in page.items]
+    return AllocationPage(items=items, next_cursor=page.next_cursor)
+
+
+@router.get(
+    "/allocations/{allocation_id}", response_model=AllocationOut, operation_id="getAllocation"
+)
+async def read_allocation(
+    allocation_id: UUID, request: Request, caller: Anyone, position: PositionToken = None
+) -> AllocationOut:
+    """Another tenant's allocation answers 404, as one that does not exist."""
+    async with _read(request, position) as conn:
+        row = await allocations.get_allocation(conn, allocation_id, _tenant_of(caller))
+    return AllocationOut(**_found(row, "allocation"))

@@ -1,0 +1,209 @@
+"""HTTP shapes of the catalog: request bodies, list queries and answers for SKUs, nodes and
+allocations. Money is integer micro-dollars; counts are strict integers (no ``true``, no
+``2.0``), as the domain wants them."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+from domain.catalog import MAX_LABELS, MAX_NODE_GPUS, MAX_PRICE, MAX_SKU_GPUS
+from projections.pagination import DEFAULT_LIMIT, MAX_CURSOR_CHARS, MAX_LIMIT, PageRequest
+
+REGION = r"^[a-z]{2,}(-[a-z]+)+-[0-9]{1,2}$"
+Region = Annotated[str, StringConstraints(pattern=REGION), Field(examples=["eu-west-1"])]
+Model = Annotated[str, Field(min_length=1, max_length=64, examples=["NVIDIA H100 80GB HBM3"])]
+DIGITS = r"^[0-9]{1,12}$"
+MicroDollars = Annotated[
+    int,
+    BeforeValidator(lambda v: int(v) if isinstance(v, str) and re.match(DIGITS, v) else v),
+    Field(strict=True, ge=1, le=MAX_PRICE),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_PRICE},
+                {"type": "string", "pattern": DIGITS},
+            ],
+            "description": "Integer micro-dollars (1e-6 USD) per GPU-hour, as a JSON integer "
+            "or a string of digits; never a fraction",
+            "examples": [2_500_000],
+        }
+    ),
+]
+NodeState = Literal["active", "draining", "offline"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CreateSku(Strict):
+    name: str = Field(min_length=1, max_length=64, examples=["1x H100"])
+    gpu_model: Model
+    gpus: Annotated[StrictInt, Field(ge=1, le=MAX_SKU_GPUS)]
+    vcpus: Annotated[StrictInt, Field(ge=1, le=1024)]
+    ram_gib: Annotated[StrictInt, Field(ge=1, le=65536)]
+    disk_gib: Annotated[StrictInt, Field(ge=0, le=1_048_576)]
+    regions: list[Region] = Field(min_length=1, max_length=32)
+    price_per_gpu_hour: MicroDollars
+
+
+class ChangePrice(Strict):
+    price_per_gpu_hour: MicroDollars
+
+
+class RegisterNode(Strict):
+    driver: Literal["local", "ssh"]
+    address: str | None = Field(
+        default=None, max_length=260, description="host:port; ssh nodes only", examples=[None]
+    )
+    region: Region
+    gpu_model: Model
+    gpu_count: Annotated[StrictInt, Field(ge=1, le=MAX_NODE_GPUS)]
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
+
+
+class SetNodeState(Strict):
+    state: NodeState
+
+
+class Availability(BaseModel):
+    region: str
+    units: int = Field(description="how many more units of this SKU fit in the region now")
+
+
+class SkuOut(BaseModel):
+    id: UUID
+    name: str
+    gpu_model: str
+    gpus: int
+    vcpus: int
+    ram_gib: int
+    disk_gib: int
+    regions: list[str]
+    price_per_gpu_hour: int = Field(description="integer micro-dollars per GPU-hour")
+    active: bool
+    created_at: datetime
+    version: int
+
+
+class SkuView(SkuOut):
+    availability: list[Availability]
+
+
+class NodeOut(BaseModel):
+    id: UUID
+    region: str
+    gpu_model: str
+    gpu_count: int
+    free_gpus: int
+    labels: dict[str, str]
+    driver: str
+    address: str | None
+    state: str
+    created_at: datetime
+    version: int
+
+
+class ClaimOut(BaseModel):
+    claim_id: str
+    allocation_id: UUID
+    gpu_indices: list[int]
+    claimed_at: datetime
+
+
+class NodeView(NodeOut):
+    claims: list[ClaimOut]
+
+
+class AllocationOut(BaseModel):
+    id: UUID
+    tenant_id: UUID
+    sku_id: UUID
+    region: str
+    name: str | None
+    state: str
+    failure_reason: str | None
+    node_id: UUID | None
+    gpu_count: int
+    created_at: datetime
+    updated_at: datetime
+    cost_micro: int = Field(description="integer micro-dollars billed so far")
+    version: int
+
+
+class SkuPage(BaseModel):
+    items: list[SkuView]
+    next_cursor: str | None
+
+
+class NodePage(BaseModel):
+    items: list[NodeOut]
+    next_cursor: str | None
+
+
+class AllocationPage(BaseModel):
+    items: list[AllocationOut]
+    next_cursor: str | None
+
+
+class ListQuery(BaseModel):
+    """Keyset pagination: send a page's ``next_cursor`` back, with the same filters and sort."""
+
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(
+        default=None, max_length=MAX_CURSOR_CHARS, description="next_cursor of a page"
+    )
+    direction: Literal["asc", "desc"] = "asc"
+    sort: str = "created_at"
+
+    def filters(self) -> dict[str, Any]:
+        return {}
+
+    def page(self, tenant_id: UUID | None) -> PageRequest:
+        filters = {k: v for k, v in self.filters().items() if v is not None}
+        return PageRequest(tenant_id, filters, self.sort, self.direction, self.limit, self.cursor)
+
+
+class SkuQuery(ListQuery):
+    sort: Literal["created_at", "price_per_gpu_hour", "name"] = "created_at"
+    region: Region | None = None
+    gpu_model: str | None = Field(default=None, max_length=64)
+    active: bool | None = None
+
+    def filters(self) -> dict[str, Any]:
+        return {"region": self.region, "gpu_model": self.gpu_model, "active": self.active}
+
+
+class NodeQuery(ListQuery):
+    sort: Literal["created_at"] = "created_at"
+    region: Region | None = None
+    state: NodeState | None = None
+    gpu_model: str | None = Field(default=None, max_length=64)
+
+    def filters(self) -> dict[str, Any]:
+        return {"region": self.region, "state": self.state, "gpu_model": self.gpu_model}
+
+
+class AllocationQuery(ListQuery):
+    sort: Literal["created_at"] = "created_at"
+    tenant_id: UUID | None = Field(default=None, description="ops only: whose allocations")
+    state: str | None = Field(default=None, max_length=40)
+    region: Region | None = None
+    sku_id: UUID | None = None
+
+    def filters(self) -> dict[str, Any]:
+        return {"state": self.state, "region": self.region, "sku_id": self.sku_id}
