@@ -57,12 +57,6 @@ async def _command(
     return written
 
 
-def _written(response: Response, location: str, projection: str, written: Written) -> None:
-    response.headers["Location"] = location
-    token = consistency.make_token(projection, str(written.id), written.version)
-    response.headers[consistency.HEADER] = token
-
-
 @asynccontextmanager
 async def _read(request: Request, position: str | None) -> AsyncIterator[AsyncConnection[Any]]:
     """A read-model connection, once the read model has passed the caller's position token."""
@@ -79,7 +73,8 @@ def _found(row: dict[str, Any] | None, kind: str) -> dict[str, Any]:
 
 
 async def _sku_written(request: Request, response: Response, written: Written) -> SkuOut:
-    _written(response, f"/v1/skus/{written.id}", catalog.SKUS.name, written)
+    location = f"/v1/skus/{written.id}"
+    consistency.mark_written(response, location, catalog.SKUS.name, written.id, written.version)
     inventory = system_of(request).inventory
     sku = await blocking(partial(inventory.get_sku, written.id), 5)
     fields = {f: getattr(sku, f) for f in SkuOut.model_fields if hasattr(sku, f)}
@@ -87,7 +82,8 @@ async def _sku_written(request: Request, response: Response, written: Written) -
 
 
 async def _node_written(request: Request, response: Response, written: Written) -> NodeOut:
-    _written(response, f"/v1/nodes/{written.id}", catalog.NODES.name, written)
+    location = f"/v1/nodes/{written.id}"
+    consistency.mark_written(response, location, catalog.NODES.name, written.id, written.version)
     inventory = system_of(request).inventory
     node = await blocking(partial(inventory.get_node, written.id), 5)
     fields = {f: getattr(node, f) for f in NodeOut.model_fields if hasattr(node, f)}

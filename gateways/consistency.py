@@ -7,13 +7,23 @@ import base64
 import binascii
 import json
 import time
+from uuid import UUID
 
+from fastapi import Response
 from psycopg_pool import AsyncConnectionPool
 
 from gateways.problems import ProblemError
 from projections.runner import reached
 
 HEADER = "X-Position-Token"
+
+
+def mark_written(
+    response: Response, location: str, projection: str, subject: UUID, version: int
+) -> None:
+    """A write's answer: where the resource is, and the token a read may send back."""
+    response.headers["Location"] = location
+    response.headers[HEADER] = make_token(projection, str(subject), version)
 
 
 def make_token(projection: str, subject: str, sequence: int) -> str:

@@ -93,11 +93,6 @@ class MeOut(BaseModel):
     read_only: bool
 
 
-def _written(response: Response, location: str, projection: str, id_: UUID, version: int) -> None:
-    response.headers["Location"] = location
-    response.headers[consistency.HEADER] = consistency.make_token(projection, str(id_), version)
-
-
 @router.post(
     "/tenants", status_code=201, response_model=TenantCreatedOut, operation_id="createTenant"
 )
@@ -117,7 +112,7 @@ async def create_tenant(
     metrics.COMMANDS.labels("tenant.create", created).inc()
     tenant = await blocking(partial(sys.identity.get_tenant, opened.tenant.id), 5)
     t = opened.tenant
-    _written(response, f"/v1/tenants/{t.id}", TENANTS.name, t.id, t.version)
+    consistency.mark_written(response, f"/v1/tenants/{t.id}", TENANTS.name, t.id, t.version)
     return TenantCreatedOut(
         id=tenant.id,
         name=tenant.name,
@@ -176,7 +171,9 @@ async def create_user(
     assert tenant_id is not None  # owners always belong to a tenant
     command = partial(sys.identity.add_user, tenant_id, body.email, body.role, idempotency_key)
     written = await dispatch(command, caller.actor, sys.settings.command_timeout)
-    _written(response, f"/v1/users/{written.id}", USERS.name, written.id, written.version)
+    consistency.mark_written(
+        response, f"/v1/users/{written.id}", USERS.name, written.id, written.version
+    )
     user = await blocking(partial(sys.identity.get, User, written.id), 5)
     return UserOut(id=user.id, tenant_id=user.tenant_id, email=user.email, role=user.role)
 
@@ -199,7 +196,9 @@ async def create_key(
     )
     command = partial(sys.identity.issue_key, grant, datetime.now(UTC))
     issued = await dispatch(command, caller.actor, sys.settings.command_timeout)
-    _written(response, f"/v1/api-keys/{issued.id}", API_KEYS.name, issued.id, issued.version)
+    consistency.mark_written(
+        response, f"/v1/api-keys/{issued.id}", API_KEYS.name, issued.id, issued.version
+    )
     return KeyOut(
         id=issued.id,
         token=issued.token,
@@ -222,5 +221,7 @@ async def revoke_key(
     sys = system_of(request)
     command = partial(sys.identity.revoke_key, key_id, caller.tenant_id, datetime.now(UTC))
     written = await dispatch(command, caller.actor, sys.settings.command_timeout)
-    _written(response, f"/v1/api-keys/{key_id}", API_KEYS.name, key_id, written.version)
+    consistency.mark_written(
+        response, f"/v1/api-keys/{key_id}", API_KEYS.name, key_id, written.version
+    )
     return RevokedOut(id=key_id, revoked=True)

@@ -109,7 +109,12 @@ async def test_keys_are_listed_without_secrets_and_users_per_tenant(
             items: list[dict[str, object]] = page.json()["items"]
             return items if len(items) == 4 else None
 
+        async def four_users() -> bool:
+            page = await http.get("/v1/users", headers=bearer(acme.keys["owner"]))
+            return len(page.json()["items"]) == 4
+
         keys = await eventually(four_keys)
+        await eventually(four_users)
         users = await http.get("/v1/users?limit=2", headers=bearer(acme.keys["owner"]))
         rest = await http.get(
             f"/v1/users?limit=2&cursor={users.json()['next_cursor']}",
