@@ -70,6 +70,8 @@ class PageRequest:
     direction: Direction = "asc"
     limit: int = DEFAULT_LIMIT
     cursor: str | None = None
+    since: Any = None  # sort value >= since
+    until: Any = None  # sort value < until
 
     def __post_init__(self) -> None:
         if self.direction not in ("asc", "desc"):
@@ -133,7 +135,7 @@ def fingerprint(spec: ListSpec, request: PageRequest) -> str:
     """What a cursor is bound to: the list, its scope and filters, its sort and direction."""
     scope = [spec.table, str(request.tenant_id), sort_field(spec, request), request.direction]
     filters = sorted((k, str(v)) for k, v in request.filters.items())
-    return _digest([scope, filters])
+    return _digest([scope, filters, str(request.since), str(request.until)])
 
 
 def _digest(value: Any) -> str:
@@ -209,6 +211,10 @@ def _where(
         equal[spec.tenant_column] = request.tenant_id
     parts = [sql.SQL("{} = %s").format(sql.Identifier(column)) for column in equal]
     params = list(equal.values())
+    for bound, op in ((request.since, ">="), (request.until, "<")):
+        if bound is not None:
+            parts.append(sql.SQL("{} {} %s").format(sql.Identifier(sort), sql.SQL(op)))
+            params.append(bound)
     if after is not None:
         keyset = sql.SQL("({}, {}) {} (%s, %s)").format(
             sql.Identifier(sort),

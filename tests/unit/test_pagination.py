@@ -158,3 +158,15 @@ def test_the_query_scopes_by_tenant_and_binds_every_value() -> None:
     assert '"state" = %s AND "tenant_id" = %s AND ("created_at", "id") < (%s, %s)' in text
     assert text.endswith('ORDER BY "created_at" DESC, "id" DESC LIMIT %s')
     assert params == ["ready", tenant, 5, last, DEFAULT_LIMIT + 1]
+
+
+def test_time_bounds_restrict_the_sort_column_and_bind_the_cursor() -> None:
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
+    bounded = PageRequest(tenant_id=None, since=start, until=end)
+
+    query, params = build_page_query(SPEC, bounded)
+
+    text = query.as_string(None)
+    assert '"created_at" >= %s' in text and '"created_at" < %s' in text
+    assert params[:2] == [start, end]
+    assert fingerprint(SPEC, bounded) != fingerprint(SPEC, replace(bounded, until=None))
