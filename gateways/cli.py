@@ -10,6 +10,7 @@ import typer
 from gateways import admin, opstools, processes
 from gateways.catalog_cli import node_app, sku_app
 from gateways.cli_common import DataDir, JsonOut, refusals, settings_for
+from gateways.ledger_cli import ledger_app
 from infra.observability import setup_logging
 from infra.settings import Settings
 
@@ -28,6 +29,7 @@ admin_app.add_typer(admin_tenant_app, name="tenant")
 admin_app.add_typer(admin_key_app, name="ops-key")
 app.add_typer(node_app, name="node")
 app.add_typer(sku_app, name="sku")
+app.add_typer(ledger_app, name="ledger")
 
 
 @app.command()

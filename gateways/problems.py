@@ -20,6 +20,11 @@ from domain.errors import (
     ValidationFailedError,
 )
 from domain.identity import AuthenticationFailedError
+from domain.ledger_terms import (
+    HoldAmountExceededError,
+    HoldNotOpenError,
+    InsufficientFundsError,
+)
 from projections.pagination import InvalidPageRequestError
 
 TYPE_BASE = "https://gpucloud.dev/problems/"
@@ -42,6 +47,9 @@ DOMAIN_TABLE: dict[type[DomainError], tuple[int, str]] = {
     IdempotencyKeyReusedError: (422, "idempotency-key-reused"),
     NotFoundError: (404, "not-found"),
     CapacityExhaustedError: (409, "capacity-exhausted"),
+    InsufficientFundsError: (422, "insufficient-funds"),
+    HoldNotOpenError: (409, "hold-not-open"),
+    HoldAmountExceededError: (422, "hold-amount-exceeded"),
 }
 UNAVAILABLE = (PersistenceError, psycopg.OperationalError, PoolTimeout)
 

@@ -6,10 +6,12 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import uvicorn
 from prometheus_client import start_http_server
 
+from gateways import jobs
 from gateways.api import create_app
 from gateways.projector import PROJECTIONS, build_projector
 from infra import messages
@@ -110,11 +112,18 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Hosts the process managers (billing, hold expiry, provisioning); none exist yet."""
+    """Hosts the periodic jobs and (with the allocation issue) the process managers."""
     stop = stop or stop_on_signals()
     serve_metrics(settings)
-    log.info("worker started; no process managers are registered yet")
-    await stop.wait()
+    system = build_system(settings)
+    await system.open()
+    log.info("worker started: hold expiry every %.0f s", settings.worker_interval_seconds)
+    try:
+        await jobs.run_every(
+            settings.worker_interval_seconds, partial(jobs.expire_holds, system), stop
+        )
+    finally:
+        await system.close()
 
 
 def _plain(settings: Settings) -> str:

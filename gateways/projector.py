@@ -29,11 +29,12 @@ from infra.settings import Settings
 from projections.catalog import NODES, SKUS
 from projections.envelope import Envelope, MalformedEventError, from_record
 from projections.identity import API_KEYS, AUDIT, USERS
+from projections.ledger import LEDGER
 from projections.runner import Projection, apply_batch, forget_other_epochs, saved_offsets
 from projections.tenants import TENANTS
 
 log = logging.getLogger("gpucloud.projector")
-PROJECTIONS: tuple[Projection, ...] = (TENANTS, USERS, API_KEYS, AUDIT, SKUS, NODES)
+PROJECTIONS: tuple[Projection, ...] = (TENANTS, USERS, API_KEYS, AUDIT, SKUS, NODES, LEDGER)
 
 
 class Fault:

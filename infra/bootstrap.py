@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from handlers.identity import Identity
 from handlers.inventory import Inventory
+from handlers.ledgers import Ledgers
 from infra.db import async_pool, migrate, schema_lock
 from infra.eventstore import open_app
 from infra.settings import Settings
@@ -66,12 +67,13 @@ class System:
     settings: Settings
     identity: Identity
     inventory: Inventory
+    ledgers: Ledgers
     pool: AsyncConnectionPool
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def applications(self) -> list[Application[Any]]:
-        return [self.identity, self.inventory]
+        return [self.identity, self.inventory, self.ledgers]
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
@@ -92,4 +94,5 @@ def build_system(settings: Settings) -> System:
     with schema_lock(url, schema):
         identity = open_app(Identity, url, schema, settings.pg_connect_timeout)
         inventory = open_app(Inventory, url, schema, settings.pg_connect_timeout)
-    return System(settings, identity, inventory, async_pool(url, schema))
+        ledgers = open_app(Ledgers, url, schema, settings.pg_connect_timeout)
+    return System(settings, identity, inventory, ledgers, async_pool(url, schema))

@@ -78,7 +78,7 @@ def postgres_env(
         "POSTGRES_USER": unquote(url.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(url.password or ""),
         "POSTGRES_SCHEMA": schema,
-        "POSTGRES_POOL_SIZE": "4",
+        "POSTGRES_POOL_SIZE": "2",
         "POSTGRES_MAX_OVERFLOW": "4",
         "POSTGRES_CONNECT_TIMEOUT": str(connect_timeout),
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",

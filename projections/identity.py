@@ -15,7 +15,7 @@ USERS = Projection(name="users", topics=("identity.user.v1",), tables=("users",)
 API_KEYS = Projection(name="api_keys", topics=("identity.apikey.v1",), tables=("api_keys",))
 AUDIT = Projection(
     name="audit",
-    topics=("identity.tenant.v1", "identity.user.v1", "identity.apikey.v1"),
+    topics=("identity.tenant.v1", "identity.user.v1", "identity.apikey.v1", "ledger.ledger.v1"),
     tables=("audit_events",),
 )
 
@@ -78,10 +78,4 @@ async def audit_all(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     )
 
 
-for _ce_type in (
-    "cloud.gpu.tenant.created.v1",
-    "cloud.gpu.user.created.v1",
-    "cloud.gpu.apikey.created.v1",
-    "cloud.gpu.apikey.revoked.v1",
-):
-    AUDIT.on(_ce_type)(audit_all)
+AUDIT.every_event = audit_all

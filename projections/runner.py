@@ -30,6 +30,7 @@ class Projection:
     topics: tuple[str, ...]
     tables: tuple[str, ...] = ()
     handlers: dict[str, Apply] = field(default_factory=dict)
+    every_event: Apply | None = None  # for event types without a handler of their own
 
     def on(self, ce_type: str) -> Callable[[Apply], Apply]:
         def register(fn: Apply) -> Apply:
@@ -51,7 +52,7 @@ async def apply_batch(
         seen = await _current_sequences(cur, projection.name, {e.subject for e in batch})
         fresh = _new_events(batch, seen)
         for ce_type, run in groupby(fresh, key=attrgetter("ce_type")):
-            handler = projection.handlers.get(ce_type)
+            handler = projection.handlers.get(ce_type, projection.every_event)
             if handler is not None:
                 await handler(cur, list(run))
         await _save_marks(cur, projection.name, seen)

@@ -85,6 +85,16 @@ def create(port: int, token: str, name: str) -> httpx.Response:
 
 
 def read(port: int, token: str, created: httpx.Response | str) -> httpx.Response:
+    """GET the tenant; on 503 projection-behind, retry as a client told Retry-After would."""
+    deadline = time.monotonic() + 30
+    while True:
+        answer = _read_once(port, token, created)
+        if answer.status_code != 503 or time.monotonic() > deadline:
+            return answer
+        time.sleep(float(answer.headers.get("Retry-After", "1")))
+
+
+def _read_once(port: int, token: str, created: httpx.Response | str) -> httpx.Response:
     if isinstance(created, str):
         return httpx.get(
             f"http://127.0.0.1:{port}/v1/tenants/{created}",

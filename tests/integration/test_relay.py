@@ -117,7 +117,9 @@ async def test_a_new_broker_epoch_republishes_from_the_start(settings: Settings)
     assert await relay.publish_pending() == 5
 
     fresh = settings.with_(broker_epoch="another-broker")
-    again = relays_for(System(fresh, system.identity, system.inventory, system.pool))[0]
+    again = relays_for(
+        System(fresh, system.identity, system.inventory, system.ledgers, system.pool)
+    )[0]
 
     assert await again.publish_pending() == 5
     await relay.close()

@@ -1,0 +1,49 @@
+"""Periodic jobs of the worker. Each is safe with several workers running it at once: the
+aggregate decides, so of two workers expiring one hold exactly one records it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from functools import partial
+
+from infra import metrics
+from infra.bootstrap import System
+from infra.eventstore import event_metadata
+from projections.ledger import expired_holds
+
+log = logging.getLogger("gpucloud.worker")
+
+
+async def expire_holds(system: System, now: datetime | None = None) -> int:
+    """Void every open hold past its expiry (found in the read model, decided by the ledger);
+    returns how many this worker expired."""
+    moment = now or datetime.now(UTC)
+    async with system.pool.connection() as conn:
+        due = await expired_holds(conn, moment)
+    expired = 0
+    for tenant_id, hold_id in due:
+        with event_metadata(actor="system:worker", correlation_id=f"expire-{hold_id}"):
+            done = await asyncio.to_thread(
+                partial(system.ledgers.expire_hold, tenant_id, hold_id, moment)
+            )
+        expired += int(done)
+    if expired:
+        metrics.COMMANDS.labels("ledger.expire_hold", "expired").inc(expired)
+    return expired
+
+
+async def run_every(
+    seconds: float, job: Callable[[], Awaitable[object]], stop: asyncio.Event
+) -> None:
+    """Run ``job`` until ``stop``; a failing run is logged and retried next period."""
+    while not stop.is_set():
+        try:
+            await job()
+        except Exception:
+            log.exception("a periodic job failed; retrying in %.0f s", seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)

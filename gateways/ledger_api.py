@@ -1,0 +1,200 @@
+"""HTTP routes of the ledger: balances, postings and holds for the tenant's billing people and
+auditors; adjustments for ops. Money is integer micro-dollars, as a string in request bodies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from domain.identity import Principal
+from domain.ledger_hash import ledger_id_of
+from domain.ledger_terms import Receipt
+from domain.tenant import Tenant
+from gateways import consistency
+from gateways.auth import OPS_ONLY, Guard, system_of, tenant_scope
+from gateways.commands import blocking, dispatch
+from gateways.identity_lists import Cursor, Direction, Limit
+from gateways.problems import ProblemError
+from projections import ledger as read
+from projections.pagination import DEFAULT_LIMIT, ListSpec, PageRequest, fetch_page
+
+router = APIRouter(prefix="/v1")
+LEDGER_READERS = Guard("owner", "billing", "auditor", "ops")
+Readers = Annotated[Principal, Depends(LEDGER_READERS)]
+Kind = Literal["credit", "debit", "refund", "adjust", "hold", "capture", "void", "expire"]
+POSTINGS = ListSpec(
+    "ledger_postings",
+    ("id", "tenant_id", "version", "kind", "key", "debit_account", "credit_account", "amount",
+     "hold_id", "at", "hash"),
+    ("at",),
+)  # fmt: skip
+HOLDS = ListSpec(
+    "ledger_holds",
+    ("id", "tenant_id", "amount", "state", "expires_at", "placed_at", "closed_at"),
+    ("placed_at",),
+)
+
+
+class BalancesOut(BaseModel):
+    tenant_id: UUID
+    posted: int = Field(description="integer micro-dollars")
+    held: int
+    available: int
+    floor: int
+    depleted: bool
+
+
+class PostingItem(BaseModel):
+    id: UUID
+    version: int
+    kind: str
+    key: str
+    debit_account: str
+    credit_account: str
+    amount: int
+    hold_id: str | None
+    at: datetime
+    hash: str
+
+
+class PostingPage(BaseModel):
+    items: list[PostingItem]
+    next_cursor: str | None
+
+
+class HoldItem(BaseModel):
+    id: str
+    amount: int
+    state: str
+    expires_at: datetime
+    placed_at: datetime
+    closed_at: datetime | None
+
+
+class HoldPage(BaseModel):
+    items: list[HoldItem]
+    next_cursor: str | None
+
+
+class Adjustment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    amount: str = Field(
+        pattern=r"^-?[1-9][0-9]{0,15}$",
+        description="integer micro-dollars as a string; negative debits the tenant",
+        examples=["5000000", "-250000"],
+    )
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ReceiptOut(BaseModel):
+    ledger_id: UUID
+    key: str
+    kind: str
+    amount: int
+    version: int
+    hash: str
+    replayed: bool
+
+
+def _tenant(caller: Principal, tenant_id: UUID | None) -> UUID:
+    """Tenant roles read their own ledger; ops name the tenant."""
+    wanted = tenant_id or caller.tenant_id
+    if wanted is None:
+        raise ProblemError(400, "tenant-required", "ops must pass ?tenant_id= to read a ledger")
+    return tenant_scope(caller, wanted, "ledger")
+
+
+TenantParam = Annotated[UUID | None, Query(description="ops only: whose ledger")]
+
+
+@router.get("/ledger", response_model=BalancesOut, operation_id="getLedger")
+async def get_ledger(
+    request: Request, caller: Readers, tenant_id: TenantParam = None
+) -> BalancesOut:
+    tenant = _tenant(caller, tenant_id)
+    async with system_of(request).pool.connection() as conn:
+        row = await read.balances(conn, tenant)
+    if row is None:  # no money ever moved: an empty ledger with the default floor
+        row = {"posted": 0, "held": 0, "available": 0, "floor": 0, "depleted": False}
+    return BalancesOut(tenant_id=tenant, **{k: v for k, v in row.items() if k != "updated_at"})
+
+
+@router.get("/ledger/postings", response_model=PostingPage, operation_id="listPostings")
+async def list_postings(
+    request: Request,
+    caller: Readers,
+    tenant_id: TenantParam = None,
+    kind: Kind | None = None,
+    since: Annotated[AwareDatetime | None, Query(description="at >= since")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="at < until")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    direction: Direction = "asc",
+) -> PostingPage:
+    tenant = _tenant(caller, tenant_id)
+    filters = {"kind": kind} if kind else {}
+    page = PageRequest(tenant, filters, None, direction, limit, cursor, since, until)
+    async with system_of(request).pool.connection() as conn:
+        found = await fetch_page(conn, POSTINGS, page)
+    return PostingPage(items=[PostingItem(**i) for i in found.items], next_cursor=found.next_cursor)
+
+
+@router.get("/ledger/holds", response_model=HoldPage, operation_id="listHolds")
+async def list_holds(
+    request: Request,
+    caller: Readers,
+    tenant_id: TenantParam = None,
+    state: Literal["open", "captured", "voided", "expired"] | None = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    direction: Direction = "asc",
+) -> HoldPage:
+    tenant = _tenant(caller, tenant_id)
+    page = PageRequest(tenant, {"state": state} if state else {}, None, direction, limit, cursor)
+    async with system_of(request).pool.connection() as conn:
+        found = await fetch_page(conn, HOLDS, page)
+    return HoldPage(items=[HoldItem(**i) for i in found.items], next_cursor=found.next_cursor)
+
+
+@router.post(
+    "/admin/tenants/{tenant_id}/ledger/adjustments",
+    status_code=201,
+    response_model=ReceiptOut,
+    operation_id="adjustLedger",
+)
+async def adjust(
+    tenant_id: UUID,
+    body: Adjustment,
+    request: Request,
+    response: Response,
+    caller: Annotated[Principal, Depends(OPS_ONLY)],
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
+) -> ReceiptOut:
+    """Ops correct a balance with a reason; the same key again answers the same receipt."""
+    sys = system_of(request)
+    now = datetime.now(UTC)
+    await blocking(partial(sys.identity.get, Tenant, tenant_id), sys.settings.command_timeout)
+
+    def open_and_adjust() -> Receipt:
+        sys.ledgers.open(tenant_id, now)  # idempotent: a first adjustment opens the ledger
+        return sys.ledgers.adjust(tenant_id, idempotency_key, int(body.amount), body.reason, now)
+
+    receipt = await dispatch(open_and_adjust, caller.actor, sys.settings.command_timeout)
+    location = f"/v1/ledger?tenant_id={tenant_id}"
+    consistency.mark_written(
+        response, location, read.LEDGER.name, ledger_id_of(tenant_id), receipt.version
+    )
+    return ReceiptOut(
+        ledger_id=receipt.ledger_id,
+        key=receipt.key,
+        kind=receipt.kind,
+        amount=receipt.amount,
+        version=receipt.version,
+        hash=receipt.hash,
+        replayed=receipt.replayed,
+    )

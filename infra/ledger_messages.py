@@ -1,0 +1,111 @@
+"""Wire contract of the ledger context: every ledger event, with its hash chain, on one topic.
+
+Postings of every kind share one payload shape (both legs, the amount in integer
+micro-dollars, the idempotency key, the chain hashes), so a consumer can sum them without a
+case per kind; what only some kinds carry (a hold, a reason, a remainder) is optional.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import ConfigDict, Field
+
+from domain import ledger_events as ev
+from domain.ledger import Ledger
+from infra.wire import WireEvent, WireModel, from_attributes
+
+LEDGER_TOPIC = "ledger.ledger.v1"
+Hash = Field(pattern="^[0-9a-f]{64}$")
+Amount = Field(ge=0, le=10**15, description="integer micro-dollars (1e-6 USD)")
+Signed = Field(ge=-(10**15), le=10**15, description="integer micro-dollars, signed")
+
+
+class LedgerOpenedV1(WireModel):
+    model_config = ConfigDict(title="LedgerOpened")
+    schema_version: Literal[1] = 1
+    ledger_id: UUID
+    tenant_id: UUID
+    floor: int = Signed
+    at: datetime
+
+
+class Chain(WireModel):
+    schema_version: Literal[1] = 1
+    ledger_id: UUID
+    tenant_id: UUID
+    at: datetime
+    prev_hash: str = Hash
+    hash: str = Hash
+
+
+class LedgerPostingV1(Chain):
+    """Both legs of one posting; ce_type names the kind (credited, debited, hold_placed...)."""
+
+    model_config = ConfigDict(title="LedgerPosting")
+    kind: Literal["credit", "debit", "refund", "adjust", "hold", "capture", "void", "expire"]
+    key: str = Field(min_length=1, max_length=255)
+    debit_account: str
+    credit_account: str
+    amount: int = Amount
+    hold_id: str | None = None
+    expires_at: datetime | None = None
+    released: int | None = Field(default=None, ge=0)
+    remainder: int | None = Field(default=None, ge=0)
+    reason: str | None = None
+
+
+class LedgerRefusalV1(Chain):
+    """A posting that was refused (reason: insufficient-funds, hold-not-open, ...) or, for a
+    debit_up_to, a shortfall that found nothing above the floor (remainder unpaid)."""
+
+    model_config = ConfigDict(title="LedgerRefusal")
+    key: str
+    kind: str
+    reason: str | None = None
+    detail: str | None = None
+    remainder: int | None = Field(default=None, ge=0)
+
+
+class LedgerBalanceV1(Chain):
+    """The available balance crossed the floor: down (depleted) or back up (restored)."""
+
+    model_config = ConfigDict(title="LedgerBalance")
+    available: int = Signed
+    floor: int = Signed
+
+
+def _on(ce_type: str, model: type[WireModel]) -> WireEvent:
+    return WireEvent(
+        ce_type=f"cloud.gpu.ledger.{ce_type}.v1",
+        kafka_topic=LEDGER_TOPIC,
+        model=model,
+        payload=from_attributes(model, "ledger_id", None),
+        tenant_of=lambda e: e.tenant_id,
+    )
+
+
+_ledger: Any = Ledger
+LEDGER_WIRE: dict[type[Any], WireEvent] = {
+    _ledger.Opened: WireEvent(
+        ce_type="cloud.gpu.ledger.opened.v1",
+        kafka_topic=LEDGER_TOPIC,
+        model=LedgerOpenedV1,
+        payload=from_attributes(LedgerOpenedV1, "ledger_id", "at"),
+        tenant_of=lambda e: e.tenant_id,
+    ),
+    ev.Credited: _on("credited", LedgerPostingV1),
+    ev.Debited: _on("debited", LedgerPostingV1),
+    ev.Refunded: _on("refunded", LedgerPostingV1),
+    ev.Adjusted: _on("adjusted", LedgerPostingV1),
+    ev.HoldPlaced: _on("hold_placed", LedgerPostingV1),
+    ev.HoldCaptured: _on("hold_captured", LedgerPostingV1),
+    ev.HoldVoided: _on("hold_voided", LedgerPostingV1),
+    ev.HoldExpired: _on("hold_expired", LedgerPostingV1),
+    ev.DebitShortfall: _on("debit_shortfall", LedgerRefusalV1),
+    ev.PostingRejected: _on("posting_rejected", LedgerRefusalV1),
+    ev.BalanceDepleted: _on("balance_depleted", LedgerBalanceV1),
+    ev.BalanceRestored: _on("balance_restored", LedgerBalanceV1),
+}

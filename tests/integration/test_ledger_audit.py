@@ -1,0 +1,103 @@
+"""The auditor's tools against real PostgreSQL: verify, tampering, statements in the past."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+import psycopg
+import pytest
+
+from infra.bootstrap import build_system
+from infra.settings import Settings
+from tests.support import role_env
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def gpucloud(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateways.cli", *args],
+        env=role_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def book(settings: Settings) -> UUID:
+    """A tenant's ledger: 10 credited, 3 debited, a hold of 2 captured as 1, day by day."""
+    tenant = uuid4()
+    system = build_system(settings)
+    try:
+        ledgers = system.ledgers
+        ledgers.credit(tenant, "pay-1", 10_000_000, T0)
+        ledgers.debit(tenant, "use-1", 3_000_000, T0 + timedelta(days=1))
+        hold = ledgers.hold(
+            tenant, "hold-1", 2_000_000, T0 + timedelta(days=9), T0 + timedelta(days=2)
+        )
+        assert hold.hold_id is not None
+        ledgers.capture(tenant, "cap-1", hold.hold_id, 1_000_000, T0 + timedelta(days=3))
+    finally:
+        system.close_write_side()
+    return tenant
+
+
+def test_verify_passes_on_an_honest_ledger_and_prints_balances(settings: Settings) -> None:
+    tenant = book(settings)
+    answer = gpucloud(settings, "ledger", "verify", "--json")
+    assert answer.returncode == 0, answer.stderr
+    report = json.loads(answer.stdout)
+    [ledger] = [b for b in report["balances"] if b["tenant_id"] == str(tenant)]
+    assert (ledger["posted"], ledger["held"], ledger["available"]) == (6_000_000, 0, 6_000_000)
+    assert report["ok"] and len(report["digest"]) == 64
+
+
+def stored(settings: Settings, sql: str, *params: object) -> list[tuple[object, ...]]:
+    with psycopg.connect(settings.database_url or "", autocommit=True) as conn:
+        conn.execute(f"SET search_path TO {settings.db_schema}")
+        cur = conn.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+def test_one_changed_byte_fails_verify_and_names_the_event(settings: Settings) -> None:
+    book(settings)
+    stored(
+        settings,
+        "UPDATE ledger_events SET state = convert_to(replace(convert_from(state, 'UTF8'), "
+        "'3000000', '3000001'), 'UTF8') WHERE originator_version = 3",
+    )
+    answer = gpucloud(settings, "ledger", "verify", "--json")
+    assert answer.returncode == 1
+    assert "event 3" in json.loads(answer.stdout)["first_problem"]
+
+
+def test_a_deleted_event_in_the_middle_fails_verify(settings: Settings) -> None:
+    tenant = book(settings)
+    stored(settings, "DELETE FROM ledger_events WHERE originator_version = 2")
+    answer = gpucloud(settings, "ledger", "verify", "--tenant", str(tenant), "--json")
+    assert answer.returncode == 1
+    assert json.loads(answer.stdout)["ok"] is False
+
+
+def test_a_statement_gives_the_balance_as_it_stood_at_an_instant(settings: Settings) -> None:
+    tenant = book(settings)
+    at = (T0 + timedelta(days=1, hours=12)).isoformat()
+    then = gpucloud(settings, "ledger", "statement", "--tenant", str(tenant), "--at", at)
+    period = gpucloud(
+        settings, "ledger", "statement", "--tenant", str(tenant), "--format", "csv",
+        "--from", (T0 + timedelta(days=1)).isoformat(),
+    )  # fmt: skip
+    assert then.returncode == 0, then.stderr
+    assert json.loads(then.stdout)["closing"] == 7_000_000  # credited 10, debited 3
+    rows = period.stdout.strip().splitlines()
+    assert rows[1].endswith(",opening,,10000000,,") and rows[-1].endswith(",closing,,6000000,,")
+
+
+def test_verify_of_an_unknown_tenant_is_a_clear_error(settings: Settings) -> None:
+    answer = gpucloud(settings, "ledger", "verify", "--tenant", str(uuid4()))
+    assert answer.returncode == 2 and "check the tenant id" in answer.stderr

@@ -1,0 +1,152 @@
+"""Ledgers against real PostgreSQL: racing debits, racing expiry workers, stored-byte tampering.
+
+The racers start together at a barrier, so they really decide against the same ledger
+version. They share twenty applications (each its own connection pool, one to two
+connections): a hundred pools would pass PostgreSQL's default ``max_connections`` of 100.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+from uuid import UUID, uuid4
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from domain.errors import DomainError
+from domain.ledger_hash import ledger_id_of
+from domain.ledger_terms import InsufficientFundsError, Receipt
+from domain.ledger_verify import verify
+from handlers.ledgers import Ledgers
+from infra.db import migrate
+from infra.eventstore import postgres_env
+from infra.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+USD = 1_000_000
+APPS = 20
+R = TypeVar("R")
+
+
+@contextmanager
+def ledger_apps(settings: Settings, count: int = APPS) -> Iterator[list[Ledgers]]:
+    """``count`` applications on one store, opened one by one (each creates its tables)."""
+    url = settings.database_url or ""
+    migrate(url, settings.db_schema)
+    env = {**postgres_env(url, settings.db_schema), "POSTGRES_POOL_SIZE": "1"}
+    apps: list[Ledgers] = []
+    try:
+        for _ in range(count):
+            apps.append(Ledgers(env={**env, "POSTGRES_MAX_OVERFLOW": "1"}))
+        yield apps
+    finally:
+        for app in apps:
+            app.close()
+
+
+def race(
+    apps: list[Ledgers], racers: int, command: Callable[[Ledgers, int], R]
+) -> list[R | DomainError]:
+    """Run ``command(app, number)`` in ``racers`` threads released at once by a barrier."""
+    barrier = threading.Barrier(racers)
+
+    def racer(number: int) -> R | DomainError:
+        barrier.wait(timeout=60)
+        try:
+            return command(apps[number % len(apps)], number)
+        except DomainError as refused:
+            return refused
+
+    with ThreadPoolExecutor(max_workers=racers) as pool:
+        futures = [pool.submit(racer, number) for number in range(racers)]
+        return [future.result(timeout=300) for future in futures]
+
+
+def test_a_hundred_concurrent_debits_never_take_the_ledger_below_its_floor(
+    settings: Settings,
+) -> None:
+    with ledger_apps(settings) as apps:
+        tenant = uuid4()
+        apps[0].open(tenant, NOW)
+        apps[0].credit(tenant, "pay-1", 50 * USD, NOW)
+
+        outcomes = race(apps, 100, lambda app, n: app.debit(tenant, f"usage-{n}", USD, NOW))
+
+        won = [o for o in outcomes if isinstance(o, Receipt)]
+        assert (len(won), sum(o.amount for o in won)) == (50, 50 * USD)
+        assert sum(isinstance(o, InsufficientFundsError) for o in outcomes) == 50
+        balances = apps[-1].balances(tenant)
+        assert (balances.posted, balances.held, balances.available) == (0, 0, 0)
+        stream = apps[0].stream(ledger_id_of(tenant))
+        names = [event.name for event in stream.events]
+        assert [names.count(n) for n in ("Debited", "PostingRejected", "BalanceDepleted")] == [
+            50,
+            50,
+            1,
+        ]
+        report = verify([stream])
+        assert report.ok, report.first_problem
+        assert (report.ledgers[0].posted, report.ledgers[0].available) == (0, 0)
+
+
+def test_retried_debits_racing_their_own_first_attempt_post_once(settings: Settings) -> None:
+    with ledger_apps(settings, 4) as apps:
+        tenant = uuid4()
+        apps[0].credit(tenant, "pay-1", 10 * USD, NOW)
+
+        outcomes = race(apps, 8, lambda app, n: app.debit(tenant, f"usage-{n % 2}", USD, NOW))
+
+        assert all(isinstance(o, Receipt) for o in outcomes)
+        assert len({(o.key, o.version, o.hash) for o in outcomes if isinstance(o, Receipt)}) == 2
+        assert apps[0].balances(tenant).posted == 8 * USD
+
+
+def test_two_expiry_workers_expire_a_hold_once(settings: Settings) -> None:
+    with ledger_apps(settings, 2) as apps:
+        tenant = uuid4()
+        apps[0].credit(tenant, "pay-1", 10 * USD, NOW)
+        hold_id = apps[0].hold(tenant, "hold-1", 4 * USD, NOW + timedelta(minutes=5), NOW).hold_id
+        due = NOW + timedelta(minutes=5)
+
+        outcomes = race(apps, 6, lambda app, _: app.expire_hold(tenant, hold_id or "", due))
+
+        assert sorted(outcomes, key=str) == [False] * 5 + [True]
+        names = [event.name for event in apps[1].stream(ledger_id_of(tenant)).events]
+        assert names.count("HoldExpired") == 1
+        assert apps[1].balances(tenant).available == 10 * USD
+
+
+def flip_a_byte(settings: Settings, ledger_id: UUID, version: int) -> None:
+    """Change one byte of one stored event's state, in place in PostgreSQL."""
+    table = sql.Identifier(settings.db_schema, "ledger_events")
+    query = sql.SQL(
+        "UPDATE {} SET state = overlay(state PLACING convert_to(%s, 'UTF8') FROM position("
+        "convert_to('\"amount\":', 'UTF8') IN state) + 9 FOR 1) "
+        "WHERE originator_id = %s AND originator_version = %s"
+    ).format(table)
+    with psycopg.connect(settings.database_url or "", autocommit=True) as conn:
+        assert conn.execute(query, ("9", ledger_id, version)).rowcount == 1
+
+
+def test_a_byte_changed_in_postgresql_is_caught_and_named(settings: Settings) -> None:
+    with ledger_apps(settings, 1) as [app]:
+        tenant = uuid4()
+        app.credit(tenant, "pay-1", 5 * USD, NOW)
+        app.debit(tenant, "usage-1", 2 * USD, NOW)
+        app.debit(tenant, "usage-2", USD, NOW)
+        ledger_id = ledger_id_of(tenant)
+        assert list(app.ledger_ids()) == [ledger_id]
+        assert verify([app.stream(ledger_id)]).ok
+
+        flip_a_byte(settings, ledger_id, 3)
+
+        problem = verify([app.stream(ledger_id)]).first_problem
+        assert problem is not None and (problem.ledger_id, problem.version) == (ledger_id, 3)
