@@ -7,6 +7,7 @@ ends on the same balances.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +36,9 @@ from domain.ledger_terms import (
     Receipt,
 )
 from domain.ledger_verify import LedgerStream, StoredLedgerEvent, verify
+from infra.messages import WIRE
+from projections.envelope import Envelope
+from projections.ledger import POSTINGS, RELEASES, cash_delta
 
 START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 amounts = st.integers(min_value=1, max_value=1_000)
@@ -77,6 +81,9 @@ class Request:
     kwargs: tuple[tuple[str, Any], ...] = ()
 
 
+POSTED_TYPES = {n for n in (*POSTINGS, *RELEASES)}
+
+
 class LedgerMachine(RuleBasedStateMachine):
     holds = Bundle("holds")
 
@@ -88,6 +95,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.stored: list[StoredLedgerEvent] = []
         self.answers: dict[str, tuple[Request, Outcome]] = {}
         self.now, self.serial = START, 0
+        self.read_model = [0, 0]  # posted, held: as the ledger projection computes them
 
     @initialize(floor=st.sampled_from([0, 0, -300]), balance=st.integers(0, 3_000))
     def open_ledger(self, floor: int, balance: int) -> None:
@@ -224,6 +232,21 @@ class LedgerMachine(RuleBasedStateMachine):
             assert ledger.depleted is model.depleted
 
     @invariant()
+    def the_read_model_arithmetic_agrees(self) -> None:
+        if hasattr(self, "ledger"):
+            assert self.read_model == [self.ledger.posted, self.ledger.held]
+
+    def project(self, domain_event: Any) -> None:
+        """What the ledger projection does with the event's wire payload (cash_delta)."""
+        wire = WIRE[type(domain_event)]
+        data = json.loads(wire.payload(domain_event).model_dump_json())
+        if wire.ce_type.split(".")[-2] in POSTED_TYPES:
+            envelope = Envelope("t", 0, 0, wire.ce_type, "s", 1, data["tenant_id"], data)
+            posted, held = cash_delta(envelope)
+            self.read_model[0] += posted
+            self.read_model[1] += held
+
+    @invariant()
     def the_auditor_replays_the_same_balances(self) -> None:
         if hasattr(self, "ledger"):
             report = verify([LedgerStream(self.ledger.id, self.stored)])
@@ -278,6 +301,7 @@ class LedgerMachine(RuleBasedStateMachine):
         new = self.ledger.collect_events()
         assert not (expect_none and new), "a replay or a refused reuse recorded something"
         for domain_event in new:
+            self.project(domain_event)
             stored = self.mapper.to_stored_event(domain_event)
             state = self.mapper.transcoder.decode(stored.state)
             self.stored.append(
