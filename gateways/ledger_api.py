@@ -198,3 +198,23 @@ async def adjust(
         hash=receipt.hash,
         replayed=receipt.replayed,
     )
+
+
+class PlatformAccount(BaseModel):
+    account: str
+    balance: int = Field(description="integer micro-dollars; credits minus debits")
+
+
+@router.get(
+    "/admin/ledger/platform-accounts",
+    response_model=list[PlatformAccount],
+    operation_id="listPlatformAccounts",
+)
+async def platform_accounts(
+    request: Request, caller: Annotated[Principal, Depends(OPS_ONLY)]
+) -> list[PlatformAccount]:
+    """The platform's side of every posting (revenue, payment clearing, promotional credit,
+    adjustments): kept by a projection, off the tenants' hot path."""
+    async with system_of(request).pool.connection() as conn:
+        rows = await read.platform_balances(conn)
+    return [PlatformAccount(account=a, balance=b) for a, b in rows]

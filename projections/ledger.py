@@ -176,3 +176,8 @@ async def expired_holds(conn: AsyncConnection[Any], now: Any, limit: int = 500) 
         (now, limit),
     )
     return await cur.fetchall()
+
+
+async def platform_balances(conn: AsyncConnection[Any]) -> list[Any]:
+    cur = await conn.execute("SELECT account, balance FROM platform_accounts ORDER BY account")
+    return await cur.fetchall()

@@ -49,11 +49,14 @@ async def test_billing_reads_balances_postings_and_holds_of_its_own_tenant(
         postings = await http.get("/v1/ledger/postings?kind=debit", headers=billing)
         holds = await http.get("/v1/ledger/holds?state=open", headers=billing)
         member = await http.get("/v1/ledger", headers=bearer(acme.keys["member"]))
+        platform = await http.get("/v1/admin/ledger/platform-accounts", headers=bearer(ops_key))
         statement = gpucloud(settings, "ledger", "statement", "--tenant", acme.id)
     assert (balances["posted"], balances["available"]) == (7_500_000, 6_500_000)
     assert [p["amount"] for p in postings.json()["items"]] == [2_500_000]
     assert [h["amount"] for h in holds.json()["items"]] == [1_000_000]
     assert member.status_code == 403
+    accounts = {a["account"]: a["balance"] for a in platform.json()}
+    assert accounts == {"platform:payment_clearing": -10_000_000, "platform:revenue": 2_500_000}
     assert json.loads(statement.stdout)["closing"] == balances["posted"]  # store == read model
 
 
