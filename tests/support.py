@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -106,3 +108,14 @@ def role_env(settings: Settings, **extra: str) -> dict[str, str]:
         "GPUCLOUD_BROKER_EPOCH": settings.broker_epoch,
         **extra,
     }
+
+
+def gpucloud(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `gpucloud` CLI against this test's system, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateways.cli", *args],
+        env=role_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -13,8 +13,7 @@ import pytest
 from infra.bootstrap import build_system
 from infra.settings import Settings
 from tests.e2e.identity_world import bearer, open_tenant
-from tests.integration.test_ledger_audit import gpucloud
-from tests.support import api_server, eventually, roles
+from tests.support import api_server, eventually, gpucloud, roles
 
 pytestmark = pytest.mark.e2e
 

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import pytest
 
 from infra.bootstrap import build_system
 from infra.settings import Settings
-from tests.support import role_env
+from tests.support import gpucloud
 
 pytestmark = pytest.mark.integration
-
-
-def gpucloud(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateways.cli", *args],
-        env=role_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_admin_creates_a_tenant_whose_owner_key_authenticates(settings: Settings) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
-import subprocess
-import sys
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -19,7 +17,7 @@ from gateways import opstools
 from infra.bootstrap import build_system
 from infra.gpus import discover
 from infra.settings import Settings
-from tests.support import api_server, eventually, role_env, roles
+from tests.support import api_server, eventually, gpucloud, roles
 
 pytestmark = pytest.mark.integration
 TOKEN = "X-Position-Token"
@@ -310,16 +308,6 @@ def _allocation_of(settings: Settings, tenant_id: UUID) -> UUID:
             (allocation, tenant_id, uuid4()),
         )
     return allocation
-
-
-def gpucloud(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateways.cli", *args],
-        env=role_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 CLI_SKU = shlex.split(

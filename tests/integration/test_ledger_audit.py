@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -13,20 +11,10 @@ import pytest
 
 from infra.bootstrap import build_system
 from infra.settings import Settings
-from tests.support import role_env
+from tests.support import gpucloud
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-def gpucloud(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateways.cli", *args],
-        env=role_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def book(settings: Settings) -> UUID:
