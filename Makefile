@@ -42,6 +42,7 @@ pytest: $(STAMP) $(VALIDATOR_STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/projection.py
+	$(BIN)/python bench/ledger.py
 
 contracts: $(STAMP)
 	$(BIN)/python tools/export_contracts.py
