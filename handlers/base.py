@@ -20,6 +20,7 @@ from domain.errors import IdempotencyKeyReusedError, NotFoundError
 
 KEY_NAMESPACE = uuid5(NAMESPACE_URL, "https://gpucloud.dev/idempotency")
 UPDATE_ATTEMPTS = 5
+MAX_EVENTS_PER_SAVE = 2000  # one save of ~8,000 events hung in psycopg's pipeline (bench)
 BACKOFF_SECONDS = 0.002  # times the attempt number, jittered
 
 A = TypeVar("A", bound=Aggregate)
@@ -53,8 +54,21 @@ def same_request(aggregate: Any, digest: str) -> Written:
     return Written(aggregate.id, aggregate.version, created=False)
 
 
+class TooManyEventsError(ValueError):
+    """A save larger than the store can take in one transaction: split the batch."""
+
+
 class ContextApplication(Application[UUID]):
     """An eventsourcing Application with the loads and retries every context needs."""
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        """Refuse, at once, a save so large that it would hang instead of failing."""
+        pending = sum(len(getattr(o, "pending_events", ())) for o in objs)
+        if pending > MAX_EVENTS_PER_SAVE:
+            raise TooManyEventsError(
+                f"{pending} events in one save; save at most {MAX_EVENTS_PER_SAVE} at a time"
+            )
+        return super().save(*objs, **kwargs)
 
     def get(self, kind: type[A], aggregate_id: UUID) -> A:
         found = self.find(kind, aggregate_id)
