@@ -1,0 +1,130 @@
+"""The Allocation lifecycle, given / when / then: each transition from where it may start."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import pytest
+
+from domain.allocation import (
+    FAILED,
+    FORCE_RELEASING,
+    RELEASE_FAILED,
+    RELEASED,
+    RELEASING,
+    RUNNING,
+    Allocation,
+    InvalidTransitionError,
+)
+from domain.errors import ValidationFailedError
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def requested() -> Allocation:
+    return Allocation.request(uuid4(), uuid4(), uuid4(), "eu-west-1", 2, 2_000_000, "job", "h", NOW)
+
+
+def running() -> Allocation:
+    allocation = requested()
+    allocation.reserve(uuid4(), (0, 1), NOW)
+    allocation.start_provisioning(NOW)
+    allocation.mark_running(NOW + timedelta(seconds=30))
+    return allocation
+
+
+def test_the_happy_path_runs_then_releases_with_its_times() -> None:
+    allocation = running()
+    allocation.release("tenant asked", NOW + timedelta(minutes=5))
+    allocation.confirm_released(NOW + timedelta(minutes=5, seconds=3))
+
+    assert allocation.state == RELEASED
+    assert allocation.started_at == NOW + timedelta(seconds=30)
+    assert allocation.released_at == NOW + timedelta(minutes=5, seconds=3)
+    names = [type(e).__name__ for e in allocation.collect_events()]
+    assert names == [
+        "Requested", "Reserved", "ProvisioningStarted", "Running", "ReleaseRequested", "Released",
+    ]  # fmt: skip
+
+
+def test_running_allocations_offer_release_and_released_ones_nothing() -> None:
+    allocation = running()
+    assert allocation.allowed_actions == ("release",)
+    allocation.release("done", NOW)
+    allocation.confirm_released(NOW)
+    assert allocation.allowed_actions == ()
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        lambda a: a.start_provisioning(NOW),  # not reserved yet
+        lambda a: a.mark_running(NOW),
+        lambda a: a.confirm_released(NOW),
+        lambda a: a.release_failed("boom", NOW),
+    ],
+)
+def test_a_transition_from_the_wrong_state_is_refused(step: object) -> None:
+    with pytest.raises(InvalidTransitionError):
+        step(requested())  # type: ignore[operator]
+
+
+def test_a_failure_before_running_carries_its_typed_reason_and_no_billing_time() -> None:
+    allocation = requested()
+    allocation.fail("no_capacity", "no node in eu-west-1", NOW)
+    assert (allocation.state, allocation.failure) == (FAILED, "no_capacity")
+    assert allocation.started_at is None and allocation.released_at is None
+    with pytest.raises(InvalidTransitionError):
+        allocation.release("too late", NOW)
+
+
+def test_only_a_lost_instance_fails_a_running_allocation_and_stops_its_billing() -> None:
+    allocation = running()
+    with pytest.raises(InvalidTransitionError):
+        allocation.fail("provider_error", "x", NOW)
+    allocation.fail("instance_lost", "gone", NOW + timedelta(minutes=1))
+    assert allocation.released_at == NOW + timedelta(minutes=1)
+
+
+def test_unknown_failure_reasons_and_bad_requests_are_refused() -> None:
+    with pytest.raises(ValidationFailedError):
+        requested().fail("bad luck", "", NOW)
+    with pytest.raises(ValidationFailedError):
+        Allocation.request(uuid4(), uuid4(), uuid4(), "eu-west-1", 0, 1, "job", "h", NOW)
+    with pytest.raises(ValidationFailedError):
+        Allocation.request(uuid4(), uuid4(), uuid4(), "eu-west-1", 1, 1.5, "job", "h", NOW)  # type: ignore[arg-type]
+
+
+def test_force_release_happens_once_and_only_to_running_allocations() -> None:
+    allocation = running()
+    assert allocation.force_release("credit exhausted", NOW)
+    assert not allocation.force_release("credit exhausted", NOW)
+    assert allocation.state == FORCE_RELEASING
+    assert not requested().force_release("credit exhausted", NOW)
+
+
+def test_a_release_the_node_did_not_confirm_stays_visible_and_can_be_retried() -> None:
+    allocation = running()
+    allocation.release("done", NOW)
+    allocation.release("done again", NOW)  # idempotent while releasing
+    allocation.release_failed("ssh timeout", NOW)
+    assert (allocation.state, allocation.release_attempts) == (RELEASE_FAILED, 1)
+    assert allocation.allowed_actions == ("release",)
+    allocation.release("retry", NOW)
+    assert allocation.state == RELEASING
+    allocation.confirm_released(NOW)
+    allocation.confirm_released(NOW)  # idempotent
+    assert allocation.state == RELEASED
+
+
+def test_replaying_the_events_rebuilds_the_same_allocation() -> None:
+    allocation = running()
+    events = allocation.collect_events()
+    copy = None
+    for e in events:
+        copy = e.mutate(copy)
+    assert copy is not None
+    assert (copy.state, copy.gpu_indices, copy.started_at) == (
+        RUNNING, (0, 1), allocation.started_at,
+    )  # fmt: skip
