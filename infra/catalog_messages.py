@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field
 
 from domain.catalog import Node, Sku
 from domain.identity import PLATFORM
-from infra.wire import WireEvent, WireModel, from_attributes
+from infra.wire import WireEvent, WireModel, published
 
 SKU_TOPIC = "inventory.sku.v1"
 NODE_TOPIC = "inventory.node.v1"
@@ -85,13 +85,7 @@ class NodeClaimV1(WireModel):
 
 
 def _on(topic: str, ce_type: str, model: type[WireModel], id_field: str) -> WireEvent:
-    return WireEvent(
-        ce_type=f"cloud.gpu.{ce_type}.v1",
-        kafka_topic=topic,
-        model=model,
-        payload=from_attributes(model, id_field),
-        tenant_of=lambda e: PLATFORM,
-    )
+    return published(ce_type, topic, model, id_field, lambda e: PLATFORM)
 
 
 _sku: Any = Sku

@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field
 
 from domain import ledger_events as ev
 from domain.ledger import Ledger
-from infra.wire import WireEvent, WireModel, from_attributes
+from infra.wire import WireEvent, WireModel, published
 
 LEDGER_TOPIC = "ledger.ledger.v1"
 Hash = Field(pattern="^[0-9a-f]{64}$")
@@ -77,25 +77,15 @@ class LedgerBalanceV1(Chain):
     floor: int = Signed
 
 
-def _on(ce_type: str, model: type[WireModel]) -> WireEvent:
-    return WireEvent(
-        ce_type=f"cloud.gpu.ledger.{ce_type}.v1",
-        kafka_topic=LEDGER_TOPIC,
-        model=model,
-        payload=from_attributes(model, "ledger_id", None),
-        tenant_of=lambda e: e.tenant_id,
+def _on(ce_type: str, model: type[WireModel], time_field: str | None = None) -> WireEvent:
+    return published(
+        f"ledger.{ce_type}", LEDGER_TOPIC, model, "ledger_id", lambda e: e.tenant_id, time_field
     )
 
 
 _ledger: Any = Ledger
 LEDGER_WIRE: dict[type[Any], WireEvent] = {
-    _ledger.Opened: WireEvent(
-        ce_type="cloud.gpu.ledger.opened.v1",
-        kafka_topic=LEDGER_TOPIC,
-        model=LedgerOpenedV1,
-        payload=from_attributes(LedgerOpenedV1, "ledger_id", "at"),
-        tenant_of=lambda e: e.tenant_id,
-    ),
+    _ledger.Opened: _on("opened", LedgerOpenedV1, "at"),
     ev.Credited: _on("credited", LedgerPostingV1),
     ev.Debited: _on("debited", LedgerPostingV1),
     ev.Refunded: _on("refunded", LedgerPostingV1),

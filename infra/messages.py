@@ -16,7 +16,7 @@ from domain.identity import PLATFORM, ApiKey, User
 from domain.tenant import Tenant
 from infra.catalog_messages import CATALOG_WIRE
 from infra.ledger_messages import LEDGER_WIRE
-from infra.wire import WireEvent, WireModel, from_attributes
+from infra.wire import WireEvent, WireModel, published
 
 
 class TenantCreatedV1(WireModel):
@@ -71,36 +71,24 @@ TENANT_TOPIC = "identity.tenant.v1"
 USER_TOPIC = "identity.user.v1"
 APIKEY_TOPIC = "identity.apikey.v1"
 
+_key: Any = ApiKey
 WIRE: dict[type[Any], WireEvent] = {
-    Tenant.Created: WireEvent(
-        ce_type="cloud.gpu.tenant.created.v1",
-        kafka_topic=TENANT_TOPIC,
-        model=TenantCreatedV1,
-        payload=from_attributes(TenantCreatedV1, "tenant_id", "created_at"),
-        tenant_of=lambda e: e.originator_id,
+    Tenant.Created: published(
+        "tenant.created", TENANT_TOPIC, TenantCreatedV1, "tenant_id",
+        lambda e: e.originator_id, "created_at",
     ),
-    User.Created: WireEvent(
-        ce_type="cloud.gpu.user.created.v1",
-        kafka_topic=USER_TOPIC,
-        model=UserCreatedV1,
-        payload=from_attributes(UserCreatedV1, "user_id", "created_at"),
-        tenant_of=lambda e: e.tenant_id,
+    User.Created: published(
+        "user.created", USER_TOPIC, UserCreatedV1, "user_id", lambda e: e.tenant_id, "created_at"
     ),
-    ApiKey.Created: WireEvent(
-        ce_type="cloud.gpu.apikey.created.v1",
-        kafka_topic=APIKEY_TOPIC,
-        model=ApiKeyCreatedV1,
-        payload=from_attributes(ApiKeyCreatedV1, "key_id", "created_at"),
-        tenant_of=lambda e: e.tenant_id or PLATFORM,
+    ApiKey.Created: published(
+        "apikey.created", APIKEY_TOPIC, ApiKeyCreatedV1, "key_id",
+        lambda e: e.tenant_id or PLATFORM, "created_at",
     ),
-    ApiKey.Revoked: WireEvent(  # type: ignore[attr-defined]
-        ce_type="cloud.gpu.apikey.revoked.v1",
-        kafka_topic=APIKEY_TOPIC,
-        model=ApiKeyRevokedV1,
-        payload=from_attributes(ApiKeyRevokedV1, "key_id", None),
-        tenant_of=lambda e: e.tenant_id or PLATFORM,
+    _key.Revoked: published(
+        "apikey.revoked", APIKEY_TOPIC, ApiKeyRevokedV1, "key_id",
+        lambda e: e.tenant_id or PLATFORM, None,
     ),
-}
+}  # fmt: skip
 
 WIRE.update(CATALOG_WIRE)
 WIRE.update(LEDGER_WIRE)

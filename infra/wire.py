@@ -41,3 +41,17 @@ def from_attributes(
         return model(**values)
 
     return build
+
+
+def published(
+    ce_type: str,
+    topic: str,
+    model: type[WireModel],
+    id_field: str,
+    tenant_of: Callable[[Any], UUID],
+    time_field: str | None = "at",
+) -> WireEvent:
+    """A domain event published as ``cloud.gpu.<ce_type>.v1`` with a payload built from its
+    attributes (see ``from_attributes``)."""
+    payload = from_attributes(model, id_field, time_field)
+    return WireEvent(f"cloud.gpu.{ce_type}.v1", topic, model, payload, tenant_of)

@@ -19,7 +19,7 @@ from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from projections.envelope import Envelope
+from projections.envelope import Envelope, column
 from projections.pagination import ListSpec, Page, PageRequest, fetch_page
 from projections.runner import Projection
 
@@ -40,10 +40,6 @@ NODE_COLUMNS = (
 NODE_LIST = ListSpec("nodes", NODE_COLUMNS, ("created_at",))
 
 
-def _column(envs: Sequence[Envelope], name: str) -> list[Any]:
-    return [e.data[name] for e in envs]
-
-
 def _sequences(envs: Sequence[Envelope]) -> list[int]:
     return [e.sequence for e in envs]
 
@@ -60,10 +56,10 @@ async def skus_created(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
         "%s::int[], %s::jsonb[], %s::bigint[], %s::timestamptz[], %s::bigint[]) "
         "AS e(id, name, model, gpus, vcpus, ram, disk, regions, price, at, version)",
         [
-            *(_column(envs, f) for f in fields),
+            *(column(envs, f) for f in fields),
             [Jsonb(e.data["regions"]) for e in envs],
-            _column(envs, "price_per_gpu_hour"),
-            _column(envs, "at"),
+            column(envs, "price_per_gpu_hour"),
+            column(envs, "at"),
             _sequences(envs),
         ],
     )
@@ -76,7 +72,7 @@ async def skus_repriced(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None
         "SELECT DISTINCT ON (id) id, price, version "
         "FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[]) AS u(id, price, version) "
         "ORDER BY id, version DESC) AS e WHERE skus.id = e.id",
-        [_column(envs, "sku_id"), _column(envs, "price_per_gpu_hour"), _sequences(envs)],
+        [column(envs, "sku_id"), column(envs, "price_per_gpu_hour"), _sequences(envs)],
     )
 
 
@@ -85,7 +81,7 @@ async def _set_active(cur: AsyncCursor[Any], envs: Sequence[Envelope], active: b
         "UPDATE skus SET active = %s, version = GREATEST(skus.version, e.version) FROM ("
         "SELECT id, max(version) AS version FROM unnest(%s::uuid[], %s::bigint[]) "
         "AS u(id, version) GROUP BY id) AS e WHERE skus.id = e.id",
-        [active, _column(envs, "sku_id"), _sequences(envs)],
+        [active, column(envs, "sku_id"), _sequences(envs)],
     )
 
 
@@ -110,11 +106,11 @@ async def nodes_registered(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> N
         "%s::timestamptz[], %s::bigint[]) "
         "AS e(id, region, model, gpus, free, labels, driver, address, at, version)",
         [
-            *(_column(envs, f) for f in fields),
+            *(column(envs, f) for f in fields),
             [Jsonb(e.data["labels"]) for e in envs],
-            _column(envs, "driver"),
-            _column(envs, "address"),
-            _column(envs, "at"),
+            column(envs, "driver"),
+            column(envs, "address"),
+            column(envs, "at"),
             _sequences(envs),
         ],
     )
@@ -127,7 +123,7 @@ async def nodes_state_changed(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -
         "SELECT DISTINCT ON (id) id, state, version "
         "FROM unnest(%s::uuid[], %s::text[], %s::bigint[]) AS u(id, state, version) "
         "ORDER BY id, version DESC) AS e WHERE nodes.id = e.id",
-        [_column(envs, "node_id"), _column(envs, "state"), _sequences(envs)],
+        [column(envs, "node_id"), column(envs, "state"), _sequences(envs)],
     )
 
 
@@ -159,11 +155,11 @@ RELEASED = CLAIMS.format(
 
 def _claim_columns(envs: Sequence[Envelope]) -> list[list[Any]]:
     return [
-        _column(envs, "node_id"),
-        _column(envs, "claim_id"),
-        _column(envs, "allocation_id"),
+        column(envs, "node_id"),
+        column(envs, "claim_id"),
+        column(envs, "allocation_id"),
         [Jsonb(e.data["gpu_indices"]) for e in envs],
-        _column(envs, "at"),
+        column(envs, "at"),
         _sequences(envs),
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,3 +59,12 @@ def from_record(
 def _text(headers: dict[str, bytes], name: str) -> str | None:
     value = headers.get(name)
     return value.decode() if value is not None else None
+
+
+def column(envs: Sequence[Envelope], field: str) -> list[Any]:
+    """One payload field of every event, in event order: an array for ``unnest``."""
+    return [e.data[field] for e in envs]
+
+
+def columns(envs: Sequence[Envelope], *fields: str) -> list[list[Any]]:
+    return [column(envs, f) for f in fields]

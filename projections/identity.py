@@ -8,7 +8,7 @@ from typing import Any
 from psycopg import AsyncCursor
 from psycopg.types.json import Jsonb
 
-from projections.envelope import Envelope
+from projections.envelope import Envelope, columns
 from projections.runner import Projection
 
 USERS = Projection(name="users", topics=("identity.user.v1",), tables=("users",))
@@ -20,16 +20,12 @@ AUDIT = Projection(
 )
 
 
-def _columns(envs: Sequence[Envelope], *fields: str) -> list[list[Any]]:
-    return [[e.data.get(f) for e in envs] for f in fields]
-
-
 @USERS.on("cloud.gpu.user.created.v1")
 async def users_created(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     await cur.execute(
         "INSERT INTO users (id, tenant_id, email, role, created_at) SELECT * FROM "
         "unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::timestamptz[])",
-        _columns(envs, "user_id", "tenant_id", "email", "role", "created_at"),
+        columns(envs, "user_id", "tenant_id", "email", "role", "created_at"),
     )
 
 
@@ -46,7 +42,7 @@ async def keys_created(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
         "expires_at, created_at) SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], "
         "%s::text[], %s::boolean[], %s::text[], %s::text[], %s::timestamptz[], "
         "%s::timestamptz[])",
-        _columns(envs, *KEY_FIELDS),
+        columns(envs, *KEY_FIELDS),
     )
 
 
@@ -55,7 +51,7 @@ async def keys_revoked(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     await cur.execute(
         "UPDATE api_keys SET revoked_at = r.at FROM unnest(%s::uuid[], %s::timestamptz[]) "
         "AS r(id, at) WHERE api_keys.id = r.id",
-        _columns(envs, "key_id", "revoked_at"),
+        columns(envs, "key_id", "revoked_at"),
     )
 
 

@@ -11,7 +11,7 @@ from uuid import UUID
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 
-from projections.envelope import Envelope
+from projections.envelope import Envelope, columns
 from projections.runner import Projection
 
 LEDGER = Projection(
@@ -30,7 +30,7 @@ async def opened(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
         "INSERT INTO ledger_balances (tenant_id, ledger_id, floor, opened_at, updated_at) "
         "SELECT t, l, f, a, a FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], "
         "%s::timestamptz[]) AS o(t, l, f, a) ON CONFLICT (tenant_id) DO NOTHING",
-        [[e.data[f] for e in envs] for f in ("tenant_id", "ledger_id", "floor", "at")],
+        columns(envs, "tenant_id", "ledger_id", "floor", "at"),
     )
 
 
@@ -74,7 +74,7 @@ async def _record(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
             [e.event_id for e in envs],
             [e.data["tenant_id"] for e in envs],
             [e.sequence for e in envs],
-            *([e.data.get(f) for e in envs] for f in fields),
+            *columns(envs, *fields),
         ],
     )
 
@@ -140,9 +140,8 @@ async def _track_holds(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
             "INSERT INTO ledger_holds (id, tenant_id, amount, state, expires_at, placed_at) "
             "SELECT i, t, a, 'open', x, p FROM unnest(%s::text[], %s::uuid[], %s::bigint[], "
             "%s::timestamptz[], %s::timestamptz[]) AS h(i, t, a, x, p) ON CONFLICT DO NOTHING",
-            [[e.data[f] for e in placed] for f in ("hold_id", "tenant_id", "amount",
-                                                    "expires_at", "at")],
-        )  # fmt: skip
+            columns(placed, "hold_id", "tenant_id", "amount", "expires_at", "at"),
+        )
     states = {"capture": "captured", "void": "voided", "expire": "expired"}
     if closed:
         await cur.execute(

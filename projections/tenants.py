@@ -9,7 +9,7 @@ from uuid import UUID
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 
-from projections.envelope import Envelope
+from projections.envelope import Envelope, columns
 from projections.runner import Projection
 
 TENANTS = Projection(name="tenants", topics=("identity.tenant.v1",), tables=("tenants",))
@@ -20,13 +20,11 @@ async def tenants_created(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> No
     await cur.execute(
         "INSERT INTO tenants (id, name, created_at, version, trace_id) SELECT * FROM "
         "unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::bigint[], %s::text[])",
-        (
-            [e.data["tenant_id"] for e in envs],
-            [e.data["name"] for e in envs],
-            [e.data["created_at"] for e in envs],
+        [
+            *columns(envs, "tenant_id", "name", "created_at"),
             [e.sequence for e in envs],
             [e.trace_id for e in envs],
-        ),
+        ],
     )
 
 
