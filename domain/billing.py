@@ -36,11 +36,19 @@ def minute_floor(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
 
-def windows(started: datetime, until: datetime, price_per_gpu_hour: int, gpus: int) -> list[Window]:
-    """The windows from ``started`` to ``until`` (whole seconds; the first and last partial)."""
+def windows(
+    started: datetime,
+    until: datetime,
+    price_per_gpu_hour: int,
+    gpus: int,
+    since: datetime | None = None,
+) -> list[Window]:
+    """The windows from ``started`` to ``until`` (whole seconds; the first and last partial).
+    ``since`` (a window edge already billed) skips the windows before it; the amounts are the
+    same as if every window from ``started`` had been computed."""
     _check(started, until, price_per_gpu_hour, gpus)
     start, end = started.replace(microsecond=0), until.replace(microsecond=0)
-    out, edge = [], start
+    out, edge = [], max(start, since.replace(microsecond=0)) if since else start
     while edge < end:
         close = min(minute_floor(edge) + WINDOW, end)
         used = int((edge - start).total_seconds()), int((close - start).total_seconds())

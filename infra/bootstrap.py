@@ -11,11 +11,12 @@ from aiokafka import AIOKafkaProducer
 from eventsourcing.application import Application
 from psycopg_pool import AsyncConnectionPool
 
+from handlers.allocations import Allocations
 from handlers.identity import Identity
 from handlers.inventory import Inventory
 from handlers.ledgers import Ledgers
 from infra.db import async_pool, migrate, schema_lock
-from infra.eventstore import open_app
+from infra.eventstore import open_app, save_together
 from infra.settings import Settings
 
 STACK_FILE = "stack.json"
@@ -68,12 +69,13 @@ class System:
     identity: Identity
     inventory: Inventory
     ledgers: Ledgers
+    compute: Allocations
     pool: AsyncConnectionPool
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def applications(self) -> list[Application[Any]]:
-        return [self.identity, self.inventory, self.ledgers]
+        return [self.identity, self.inventory, self.ledgers, self.compute]
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
@@ -95,4 +97,6 @@ def build_system(settings: Settings) -> System:
         identity = open_app(Identity, url, schema, settings.pg_connect_timeout)
         inventory = open_app(Inventory, url, schema, settings.pg_connect_timeout)
         ledgers = open_app(Ledgers, url, schema, settings.pg_connect_timeout)
-    return System(settings, identity, inventory, ledgers, async_pool(url, schema))
+        compute = open_app(Allocations, url, schema, settings.pg_connect_timeout)
+    compute.bind(inventory, ledgers, save_together)
+    return System(settings, identity, inventory, ledgers, compute, async_pool(url, schema))

@@ -33,6 +33,17 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=100, alias="GPUCLOUD_RATE_LIMIT_BURST")
     worker_interval_seconds: float = Field(default=5.0, alias="GPUCLOUD_WORKER_INTERVAL_SECONDS")
     metrics_port: int | None = Field(default=None, alias="GPUCLOUD_METRICS_PORT")
+    # Allocations: admission, the provisioning saga, node drivers, billing.
+    tenant_gpu_quota: int = Field(default=16, alias="GPUCLOUD_TENANT_GPU_QUOTA")
+    runway_minutes: int = Field(default=10, alias="GPUCLOUD_RUNWAY_MINUTES")
+    provision_deadline_seconds: int = Field(default=600, alias="GPUCLOUD_PROVISION_DEADLINE")
+    saga_poll_seconds: float = Field(default=0.2, alias="GPUCLOUD_SAGA_POLL_SECONDS")
+    driver_timeout_seconds: float = Field(default=30.0, alias="GPUCLOUD_DRIVER_TIMEOUT")
+    billing_batch: int = Field(default=200, alias="GPUCLOUD_BILLING_BATCH")
+    instance_command: str | None = Field(default=None, alias="GPUCLOUD_INSTANCE_COMMAND")
+    ssh_username: str = Field(default="gpucloud", alias="GPUCLOUD_SSH_USER")
+    ssh_key_path: Path | None = Field(default=None, alias="GPUCLOUD_SSH_KEY")
+    ssh_known_hosts: Path | None = Field(default=None, alias="GPUCLOUD_SSH_KNOWN_HOSTS")
 
     def with_(self, **changes: object) -> Settings:
         return self.model_copy(update=changes)

@@ -118,7 +118,14 @@ async def test_a_new_broker_epoch_republishes_from_the_start(settings: Settings)
 
     fresh = settings.with_(broker_epoch="another-broker")
     again = relays_for(
-        System(fresh, system.identity, system.inventory, system.ledgers, system.pool)
+        System(
+            fresh,
+            system.identity,
+            system.inventory,
+            system.ledgers,
+            system.compute,
+            system.pool,
+        )
     )[0]
 
     assert await again.publish_pending() == 5

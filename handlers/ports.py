@@ -1,0 +1,64 @@
+"""Ports the handlers need from the outside world, implemented in ``infra/``.
+
+A node driver turns an allocation into an instance on a node and back. Every call is
+idempotent, keyed by the allocation id: provisioning an allocation that already has an
+instance returns that instance, releasing one that has none confirms at once. That is what lets
+the provisioning saga repeat any step after a crash without a second instance or a lost
+release.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+from uuid import UUID
+
+
+class DriverError(Exception):
+    """The node refused or failed the call (a ``provider_error`` when provisioning)."""
+
+
+class DriverTimeoutError(DriverError):
+    """The node did not answer within the call's deadline."""
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What to run for one allocation, and where."""
+
+    allocation_id: UUID
+    tenant_id: UUID
+    node_id: UUID
+    address: str | None  # host:port of an ssh node; None for the local node
+    gpu_indices: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Instance:
+    """An instance a driver runs: ``handle`` is the driver's own name for it (a process group
+    id, a container id)."""
+
+    allocation_id: UUID
+    node_id: UUID
+    handle: str
+
+
+class NodeDriver(Protocol):
+    """One kind of node (``local``, ``ssh``). ``timeout`` bounds each call, in seconds."""
+
+    async def provision(self, spec: InstanceSpec, timeout: float) -> Instance:
+        """Start the allocation's instance (or return the one already running)."""
+        ...
+
+    async def healthy(self, spec: InstanceSpec, timeout: float) -> bool:
+        """Whether the allocation's instance exists and passes its health check."""
+        ...
+
+    async def release(self, spec: InstanceSpec, timeout: float) -> None:
+        """Stop the instance and confirm it is gone; raise DriverError when the node does not
+        confirm. An allocation without an instance is released already."""
+        ...
+
+    async def instances(self, node_id: UUID, address: str | None, timeout: float) -> set[UUID]:
+        """The allocation ids of every instance present on the node (for the reconciler)."""
+        ...

@@ -1,0 +1,98 @@
+"""Allocation commands against real PostgreSQL: admission, placement, settlement, billing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from domain.allocation import QuotaExceededError
+from domain.errors import IdempotencyKeyReusedError
+from domain.ledger_terms import InsufficientFundsError
+from handlers.billing import bill
+from infra.bootstrap import System
+from tests.integration.allocation_world import NOW, PRICE, stage, system
+
+__all__ = ["system"]
+
+pytestmark = pytest.mark.integration
+
+
+def test_same_key_gives_one_allocation_and_one_hold(system: System) -> None:
+    world = stage(system, credit=10_000_000)
+    first, again = world.request("k1"), world.request("k1")
+    assert (first.id, first.created) == (again.id, True) and not again.created
+    balances = system.ledgers.balances(world.tenant)
+    assert balances.held == PRICE * 10 // 60  # ten minutes of one GPU
+
+
+def test_same_key_with_another_body_is_refused(system: System) -> None:
+    world = stage(system, credit=10_000_000)
+    world.request("k1")
+    with pytest.raises(IdempotencyKeyReusedError):
+        world.request("k1", count=2)
+
+
+def test_no_runway_refuses_and_records_nothing(system: System) -> None:
+    world = stage(system, credit=100)
+    with pytest.raises(InsufficientFundsError):
+        world.request("k1")
+    assert system.ledgers.balances(world.tenant).held == 0
+
+
+def test_quota_is_enforced(system: System) -> None:
+    world = stage(system, credit=10_000_000)
+    with pytest.raises(QuotaExceededError):
+        world.compute.request(
+            tenant_id=world.tenant, sku_id=world.sku, region="eu-west-1", count=3, name=None,
+            key="q", now=NOW, gpus_in_use=14, quota_gpus=16, runway_minutes=10,
+            deadline_seconds=300,
+        )  # fmt: skip
+
+
+def test_no_capacity_fails_and_voids_the_hold(system: System) -> None:
+    world = stage(system, credit=10_000_000, node_gpus=(1,))
+    written = world.request("k1", count=2)
+    assert world.compute.place(written.id, world.nodes, NOW) == "failed"
+    allocation = world.compute.allocation(written.id)
+    assert (allocation.failure, allocation.settled) == ("no_capacity", True)
+    assert system.ledgers.balances(world.tenant).held == 0
+
+
+def test_lifecycle_bills_each_window_once_and_settles(system: System) -> None:
+    world = stage(system, credit=10_000_000, node_gpus=(2, 4))
+    a = world.request("k1", count=2).id
+    assert world.compute.place(a, world.nodes, NOW) == "reserved"
+    node = system.inventory.get_node(world.nodes[0])
+    assert len(node.free_gpus) == 0  # best fit: the 2-GPU node
+    world.compute.start_provisioning(a, NOW)
+    started = NOW + timedelta(seconds=30)
+    world.compute.mark_running(a, started)
+    assert system.ledgers.balances(world.tenant).held == 0  # runway released when billing starts
+    first = bill(world.compute, [a], NOW + timedelta(minutes=3, seconds=10))
+    again = bill(world.compute, [a], NOW + timedelta(minutes=3, seconds=20))
+    assert (first.windows, again.windows) == (3, 0)  # 12:00:30-12:01, 12:01-12:02, 12:02-12:03
+    assert first.debited == 2 * 1000 * 150
+    world.compute.release(a, "done", NOW + timedelta(minutes=3, seconds=40))
+    last = bill(world.compute, [a], NOW + timedelta(minutes=5))
+    assert (last.windows, last.debited) == (1, 2 * 1000 * 40)
+    world.compute.confirm_released(a, NOW + timedelta(minutes=4))
+    allocation = world.compute.allocation(a)
+    assert (allocation.state, allocation.settled, allocation.cost) == ("released", True, 380_000)
+    assert len(system.inventory.get_node(world.nodes[0]).free_gpus) == 2
+    assert system.ledgers.balances(world.tenant).posted == 10_000_000 - 380_000
+
+
+def test_a_short_window_takes_what_is_left_and_forces_the_release(system: System) -> None:
+    world = stage(system, credit=200_000)  # 200 GPU-seconds; the hold needs 600,000: skip it
+    a = world.compute.request(
+        tenant_id=world.tenant, sku_id=world.sku, region="eu-west-1", count=1, name=None,
+        key="k", now=NOW, gpus_in_use=0, quota_gpus=16, runway_minutes=0, deadline_seconds=300,
+    ).id  # fmt: skip
+    world.compute.place(a, world.nodes, NOW)
+    world.compute.start_provisioning(a, NOW)
+    world.compute.mark_running(a, NOW)
+    done = bill(world.compute, [a], NOW + timedelta(minutes=5))
+    assert done.forced == [a] and done.debited == 200_000
+    assert world.compute.allocation(a).state == "force_releasing"
+    assert system.ledgers.balances(world.tenant).available == 0
