@@ -29,3 +29,21 @@ PROJECTION_LAG = Gauge(
 CONSUMER_ERRORS = Counter(
     "gpucloud_consumer_errors_total", "Messages a consumer failed to handle", ["consumer"]
 )
+SAGA_STEPS = Counter(
+    "gpucloud_saga_steps_total", "Provisioning saga steps, by the state stepped from", ["outcome"]
+)
+RELEASE_FAILURES = Counter(
+    "gpucloud_release_failures_total",
+    "Releases a node did not confirm (alert when it keeps rising: GPUs may still be in use)",
+)
+WINDOWS_BILLED = Counter("gpucloud_billing_windows_total", "Usage windows billed")
+BILLED_MICRO = Counter("gpucloud_billing_debited_micro_total", "Micro-dollars debited for usage")
+FORCED_RELEASES = Counter(
+    "gpucloud_forced_releases_total", "Allocations released because the credit ran out"
+)
+ORPHAN_INSTANCES = Gauge(
+    "gpucloud_orphan_instances", "Instances on nodes with no live allocation (last reconcile)"
+)
+LOST_INSTANCES = Gauge(
+    "gpucloud_lost_instances", "Running allocations whose instance vanished (last reconcile)"
+)
