@@ -44,6 +44,10 @@ class StepFailedError(Exception):
     """The step could not finish now (a node did not confirm); the caller retries later."""
 
 
+class ReleaseNotConfirmedError(StepFailedError):
+    """The node did not confirm a release: GPUs may still be in use (alert on these)."""
+
+
 @dataclass
 class Provisioning:
     """The saga's steps over the allocations application and the node drivers."""
@@ -91,7 +95,7 @@ class Provisioning:
         try:
             await driver.release(spec, self.call_timeout)
         except DriverError as stuck:
-            raise StepFailedError(f"could not clean up after {reason}: {stuck}") from stuck
+            raise ReleaseNotConfirmedError(f"could not clean up after {reason}: {stuck}") from stuck
         fail = self.allocations.fail
         return await self._run(fail, allocation.id, reason, detail[:500], self.clock())
 
@@ -103,7 +107,7 @@ class Provisioning:
             except DriverError as stuck:
                 error = str(stuck)[:500] or type(stuck).__name__
                 await self._run(self.allocations.release_failed, allocation.id, error, self.clock())
-                raise StepFailedError(f"release not confirmed: {error}") from stuck
+                raise ReleaseNotConfirmedError(f"release not confirmed: {error}") from stuck
         return await self._run(self.allocations.confirm_released, allocation.id, self.clock())
 
     async def _settle(self, allocation: Allocation) -> Allocation:
