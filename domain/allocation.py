@@ -153,7 +153,8 @@ class Allocation(Aggregate):
     def fully_billed(self) -> bool:
         if self.started_at is None:
             return True
-        return self.billing_ends_at is not None and self.billed_through == self.billing_ends_at
+        ends = self.billing_ends_at
+        return ends is not None and self.billed_through == ends.replace(microsecond=0)
 
     def bill(self, window: Window, taken: int, posting_key: str | None, now: datetime) -> None:
         """Record one window's charge: ``taken`` is what the ledger could debit of its amount.

@@ -11,7 +11,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 
-from gateways import catalog_api, identity_api, identity_lists, ledger_api, problems
+from gateways import (
+    allocation_api,
+    catalog_api,
+    identity_api,
+    identity_lists,
+    ledger_api,
+    problems,
+)
 from gateways.auth import document_roles
 from gateways.edge import EdgeMiddleware
 from infra.bootstrap import System
@@ -44,6 +51,7 @@ def create_app(system: System) -> FastAPI:
     app.include_router(identity_lists.router)
     app.include_router(ledger_api.router)
     app.include_router(catalog_api.router)
+    app.include_router(allocation_api.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["ops"], operation_id="healthz")
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["ops"], operation_id="readyz")
     app.mount("/metrics", make_asgi_app())

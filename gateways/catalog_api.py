@@ -1,5 +1,5 @@
 """HTTP routes of the catalog: SKUs (ops write, anyone reads, with live availability), nodes
-(ops only), and the tenant's allocations (read-only until the allocation issue lands).
+(ops only). Allocations are in gateways/allocation_api.py.
 
 Setting a price, a SKU's activation or a node's state are idempotent by value (the same value
 again writes nothing), so only the creating routes take an ``Idempotency-Key``.
@@ -17,13 +17,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from psycopg import AsyncConnection
 
 from domain.errors import NotFoundError
-from domain.identity import OPS, Principal
+from domain.identity import Principal
 from gateways import consistency
-from gateways.auth import ANY_ROLE, OPS_ONLY, system_of, tenant_scope
+from gateways.auth import ANY_ROLE, OPS_ONLY, system_of
 from gateways.catalog_models import (
-    AllocationOut,
-    AllocationPage,
-    AllocationQuery,
     ChangePrice,
     CreateSku,
     NodeOut,
@@ -41,7 +38,7 @@ from gateways.commands import blocking, dispatch
 from gateways.identity_api import IdempotencyKey, PositionToken
 from handlers.identity import Written
 from infra import metrics
-from projections import allocations, catalog
+from projections import catalog
 
 router = APIRouter(prefix="/v1")
 Ops = Annotated[Principal, Depends(OPS_ONLY)]
@@ -58,7 +55,7 @@ async def _command(
 
 
 @asynccontextmanager
-async def _read(request: Request, position: str | None) -> AsyncIterator[AsyncConnection[Any]]:
+async def read_model(request: Request, position: str | None) -> AsyncIterator[AsyncConnection[Any]]:
     """A read-model connection, once the read model has passed the caller's position token."""
     sys = system_of(request)
     await consistency.wait_for(sys.pool, position, sys.settings.read_wait_seconds)
@@ -147,7 +144,7 @@ async def list_skus(
     position: PositionToken = None,
 ) -> SkuPage:
     """The catalog, each SKU with its live availability per region."""
-    async with _read(request, position) as conn:
+    async with read_model(request, position) as conn:
         page = await catalog.list_skus(conn, query.page(None))
     return SkuPage(items=[SkuView(**i) for i in page.items], next_cursor=page.next_cursor)
 
@@ -156,7 +153,7 @@ async def list_skus(
 async def read_sku(
     sku_id: UUID, request: Request, caller: Anyone, position: PositionToken = None
 ) -> SkuView:
-    async with _read(request, position) as conn:
+    async with read_model(request, position) as conn:
         return SkuView(**_found(await catalog.get_sku(conn, sku_id), "sku"))
 
 
@@ -195,7 +192,7 @@ async def list_nodes(
     query: Annotated[NodeQuery, Query()],
     position: PositionToken = None,
 ) -> NodePage:
-    async with _read(request, position) as conn:
+    async with read_model(request, position) as conn:
         page = await catalog.list_nodes(conn, query.page(None))
     return NodePage(items=[NodeOut(**i) for i in page.items], next_cursor=page.next_cursor)
 
@@ -205,43 +202,5 @@ async def read_node(
     node_id: UUID, request: Request, caller: Ops, position: PositionToken = None
 ) -> NodeView:
     """The node with its capacity claims."""
-    async with _read(request, position) as conn:
+    async with read_model(request, position) as conn:
         return NodeView(**_found(await catalog.get_node(conn, node_id), "node"))
-
-
-def _tenant_of(caller: Principal) -> UUID | None:
-    """The tenant a caller reads: its own; None (every tenant) for ops."""
-    if caller.role == OPS:
-        return None
-    if caller.tenant_id is None:
-        raise NotFoundError("no tenant")
-    return caller.tenant_id
-
-
-@router.get("/allocations", response_model=AllocationPage, operation_id="listAllocations")
-async def list_allocations(
-    request: Request,
-    caller: Anyone,
-    query: Annotated[AllocationQuery, Query()],
-    position: PositionToken = None,
-) -> AllocationPage:
-    """The caller's tenant's allocations; ops see every tenant's, or one with ``tenant_id``."""
-    tenant = _tenant_of(caller)
-    if query.tenant_id is not None:
-        tenant = tenant_scope(caller, query.tenant_id, "tenant")
-    async with _read(request, position) as conn:
-        page = await allocations.list_allocations(conn, query.page(tenant))
-    items = [AllocationOut(**i) for i in page.items]
-    return AllocationPage(items=items, next_cursor=page.next_cursor)
-
-
-@router.get(
-    "/allocations/{allocation_id}", response_model=AllocationOut, operation_id="getAllocation"
-)
-async def read_allocation(
-    allocation_id: UUID, request: Request, caller: Anyone, position: PositionToken = None
-) -> AllocationOut:
-    """Another tenant's allocation answers 404, as one that does not exist."""
-    async with _read(request, position) as conn:
-        row = await allocations.get_allocation(conn, allocation_id, _tenant_of(caller))
-    return AllocationOut(**_found(row, "allocation"))

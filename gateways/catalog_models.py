@@ -128,22 +128,6 @@ class NodeView(NodeOut):
     claims: list[ClaimOut]
 
 
-class AllocationOut(BaseModel):
-    id: UUID
-    tenant_id: UUID
-    sku_id: UUID
-    region: str
-    name: str | None
-    state: str
-    failure_reason: str | None
-    node_id: UUID | None
-    gpu_count: int
-    created_at: datetime
-    updated_at: datetime
-    cost_micro: int = Field(description="integer micro-dollars billed so far")
-    version: int
-
-
 class SkuPage(BaseModel):
     items: list[SkuView]
     next_cursor: str | None
@@ -151,11 +135,6 @@ class SkuPage(BaseModel):
 
 class NodePage(BaseModel):
     items: list[NodeOut]
-    next_cursor: str | None
-
-
-class AllocationPage(BaseModel):
-    items: list[AllocationOut]
     next_cursor: str | None
 
 
@@ -196,14 +175,3 @@ class NodeQuery(ListQuery):
 
     def filters(self) -> dict[str, Any]:
         return {"region": self.region, "state": self.state, "gpu_model": self.gpu_model}
-
-
-class AllocationQuery(ListQuery):
-    sort: Literal["created_at"] = "created_at"
-    tenant_id: UUID | None = Field(default=None, description="ops only: whose allocations")
-    state: str | None = Field(default=None, max_length=40)
-    region: Region | None = None
-    sku_id: UUID | None = None
-
-    def filters(self) -> dict[str, Any]:
-        return {"state": self.state, "region": self.region, "sku_id": self.sku_id}

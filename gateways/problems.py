@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from domain.allocation import InvalidTransitionError, QuotaExceededError, SkuUnavailableError
 from domain.catalog import CapacityExhaustedError
 from domain.errors import (
     DomainError,
@@ -50,6 +51,9 @@ DOMAIN_TABLE: dict[type[DomainError], tuple[int, str]] = {
     InsufficientFundsError: (422, "insufficient-funds"),
     HoldNotOpenError: (409, "hold-not-open"),
     HoldAmountExceededError: (422, "hold-amount-exceeded"),
+    InvalidTransitionError: (409, "invalid-transition"),
+    SkuUnavailableError: (409, "sku-unavailable"),
+    QuotaExceededError: (409, "quota-exceeded"),
 }
 UNAVAILABLE = (PersistenceError, psycopg.OperationalError, PoolTimeout)
 

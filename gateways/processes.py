@@ -11,9 +11,10 @@ from functools import partial
 import uvicorn
 from prometheus_client import start_http_server
 
-from gateways import jobs
+from gateways import allocation_jobs, jobs
 from gateways.api import create_app
 from gateways.projector import PROJECTIONS, build_projector
+from handlers.reconciler import Reconciler
 from infra import messages
 from infra.bootstrap import System, build_system, producer_factory
 from infra.db import async_pool, migrate
@@ -112,16 +113,26 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Hosts the periodic jobs and (with the allocation issue) the process managers."""
+    """Hosts the periodic jobs and the process managers: hold expiry, the provisioning saga,
+    billing, the force-release policy and the reconciler."""
     stop = stop or stop_on_signals()
     serve_metrics(settings)
     system = build_system(settings)
     await system.open()
-    log.info("worker started: hold expiry every %.0f s", settings.worker_interval_seconds)
+    drivers = allocation_jobs.drivers_of(allocation_jobs.driver_config(system))
+    provisioning = allocation_jobs.provisioning_of(system, drivers)
+    reconciler = Reconciler(system.compute, drivers, settings.driver_timeout_seconds)
+    every, fast = settings.worker_interval_seconds, settings.saga_poll_seconds
+    loops: list[tuple[float, Callable[[], Awaitable[object]]]] = [
+        (every, partial(jobs.expire_holds, system)),
+        (fast, partial(allocation_jobs.saga_pass, system, provisioning)),
+        (fast, partial(allocation_jobs.depletion_pass, system)),
+        (every, partial(allocation_jobs.billing_pass, system)),
+        (settings.reconcile_seconds, partial(allocation_jobs.reconcile_pass, system, reconciler)),
+    ]
+    log.info("worker started: saga every %.1f s, billing every %.0f s", fast, every)
     try:
-        await jobs.run_every(
-            settings.worker_interval_seconds, partial(jobs.expire_holds, system), stop
-        )
+        await asyncio.gather(*(jobs.run_every(seconds, job, stop) for seconds, job in loops))
     finally:
         await system.close()
 

@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from infra import metrics
 from infra.settings import Settings
+from projections.allocations import ALLOCATIONS, DEPLETIONS
 from projections.catalog import NODES, SKUS
 from projections.envelope import Envelope, MalformedEventError, from_record
 from projections.identity import API_KEYS, AUDIT, USERS
@@ -34,7 +35,9 @@ from projections.runner import Projection, apply_batch, forget_other_epochs, sav
 from projections.tenants import TENANTS
 
 log = logging.getLogger("gpucloud.projector")
-PROJECTIONS: tuple[Projection, ...] = (TENANTS, USERS, API_KEYS, AUDIT, SKUS, NODES, LEDGER)
+PROJECTIONS: tuple[Projection, ...] = (
+    TENANTS, USERS, API_KEYS, AUDIT, SKUS, NODES, LEDGER, ALLOCATIONS, DEPLETIONS,
+)  # fmt: skip
 
 
 class Fault:

@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field
 from domain.identity import PLATFORM, ApiKey, User
 from domain.tenant import Tenant
 from infra.catalog_messages import CATALOG_WIRE
+from infra.compute_messages import COMPUTE_WIRE
 from infra.ledger_messages import LEDGER_WIRE
 from infra.wire import WireEvent, WireModel, published
 
@@ -92,6 +93,7 @@ WIRE: dict[type[Any], WireEvent] = {
 
 WIRE.update(CATALOG_WIRE)
 WIRE.update(LEDGER_WIRE)
+WIRE.update(COMPUTE_WIRE)
 BY_CE_TYPE: dict[str, WireEvent] = {w.ce_type: w for w in WIRE.values()}
 
 

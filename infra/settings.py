@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     saga_poll_seconds: float = Field(default=0.2, alias="GPUCLOUD_SAGA_POLL_SECONDS")
     driver_timeout_seconds: float = Field(default=30.0, alias="GPUCLOUD_DRIVER_TIMEOUT")
     billing_batch: int = Field(default=200, alias="GPUCLOUD_BILLING_BATCH")
+    reconcile_seconds: float = Field(default=30.0, alias="GPUCLOUD_RECONCILE_SECONDS")
     instance_command: str | None = Field(default=None, alias="GPUCLOUD_INSTANCE_COMMAND")
     ssh_username: str = Field(default="gpucloud", alias="GPUCLOUD_SSH_USER")
     ssh_key_path: Path | None = Field(default=None, alias="GPUCLOUD_SSH_KEY")

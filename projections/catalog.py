@@ -231,6 +231,19 @@ async def get_node(conn: AsyncConnection[Any], node_id: UUID) -> dict[str, Any] 
         return {**node, "claims": await cur.fetchall()}
 
 
+async def placement_candidates(
+    conn: AsyncConnection[Any], region: str, gpu_model: str, gpus: int, limit: int = 50
+) -> list[UUID]:
+    """Active nodes of ``region`` and ``gpu_model`` with ``gpus`` free, best fit first: the
+    fewest free GPUs (big holes stay open for big requests), then the oldest node."""
+    cur = await conn.execute(
+        "SELECT id FROM nodes WHERE state = 'active' AND region = %s AND gpu_model = %s "
+        "AND free_gpus >= %s ORDER BY free_gpus, created_at, id LIMIT %s",
+        (region, gpu_model, gpus, limit),
+    )
+    return [row[0] for row in await cur.fetchall()]
+
+
 async def _one(
     conn: AsyncConnection[Any], table: str, columns: tuple[str, ...], row_id: UUID
 ) -> dict[str, Any] | None:
@@ -241,3 +254,9 @@ async def _one(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, (row_id,))
         return await cur.fetchone()
+
+
+async def all_node_ids(conn: AsyncConnection[Any]) -> list[UUID]:
+    """Every node that may run instances (draining ones too; offline ones answer nothing)."""
+    cur = await conn.execute("SELECT id FROM nodes WHERE state <> 'offline' ORDER BY id")
+    return [row[0] for row in await cur.fetchall()]

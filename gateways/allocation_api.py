@@ -1,0 +1,216 @@
+"""HTTP routes of allocations: request (202: provisioning goes on in the saga), read, release,
+and the usage windows they were billed.
+
+A request needs an ``Idempotency-Key``: the same key and body give the same allocation, however
+often the client retries. The quota check reads the read model (GPUs of the tenant's live
+allocations); the runway hold and the allocation are then decided and written together by the
+compute context.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+
+from domain.allocation import Allocation
+from domain.errors import NotFoundError
+from domain.identity import OPS, Principal
+from gateways import consistency
+from gateways.allocation_models import (
+    AllocationOut,
+    AllocationPage,
+    AllocationQuery,
+    ReleaseAllocation,
+    RequestAllocation,
+    UsagePage,
+    UsageQuery,
+    UsageWindowOut,
+)
+from gateways.auth import ANY_ROLE, Guard, system_of, tenant_scope
+from gateways.catalog_api import read_model
+from gateways.commands import dispatch
+from gateways.identity_api import PositionToken
+from infra import metrics
+from projections import allocation_queries as work
+from projections import allocations as read
+
+router = APIRouter(prefix="/v1")
+Anyone = Annotated[Principal, Depends(ANY_ROLE)]
+Users = Annotated[Principal, Depends(Guard("owner", "member"))]
+RequiredKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="required: the same key and body give the same allocation",
+    ),
+]
+
+
+def _tenant_of(caller: Principal) -> UUID | None:
+    """The tenant a caller reads: its own; None (every tenant) for ops."""
+    if caller.role == OPS:
+        return None
+    if caller.tenant_id is None:
+        raise NotFoundError("no tenant")
+    return caller.tenant_id
+
+
+def _own_tenant(caller: Principal) -> UUID:
+    if caller.tenant_id is None:
+        raise NotFoundError("no tenant")
+    return caller.tenant_id
+
+
+def _accepted(response: Response, allocation: Allocation) -> None:
+    location = f"/v1/allocations/{allocation.id}"
+    consistency.mark_written(
+        response, location, read.ALLOCATIONS.name, allocation.id, allocation.version
+    )
+    response.headers["Location"] = location
+
+
+def _view(allocation: Allocation) -> AllocationOut:
+    """The answer to a command, from the write model (the read model may not have it yet)."""
+    return AllocationOut.of(
+        dict(
+            id=allocation.id, tenant_id=allocation.tenant_id, sku_id=allocation.sku_id,
+            region=allocation.region, name=allocation.name, state=allocation.state,
+            failure_reason=allocation.failure, failure_detail=allocation.detail,
+            release_reason=allocation.release_reason, node_id=allocation.node_id,
+            gpu_count=allocation.gpus, gpu_indices=list(allocation.gpu_indices) or None,
+            price_per_gpu_hour=allocation.price_per_gpu_hour,
+            created_at=allocation.requested_at, updated_at=allocation.modified_on,
+            started_at=allocation.started_at, released_at=allocation.released_at,
+            billed_through=allocation.billed_through, cost_micro=allocation.cost,
+            version=allocation.version,
+        )
+    )  # fmt: skip
+
+
+@router.post(
+    "/allocations", status_code=202, response_model=AllocationOut, operation_id="requestAllocation"
+)
+async def request_allocation(
+    body: RequestAllocation,
+    request: Request,
+    response: Response,
+    caller: Users,
+    idempotency_key: RequiredKey,
+) -> AllocationOut:
+    """Admit an allocation: the SKU is offered in the region, the tenant's quota holds, and a
+    runway hold fits the balance. Provisioning then runs asynchronously: follow ``Location``."""
+    sys, tenant = system_of(request), _own_tenant(caller)
+    s, now = sys.settings, datetime.now(UTC)
+    async with sys.pool.connection() as conn:
+        in_use = await work.gpus_in_use(conn, tenant)
+    command = partial(
+        sys.compute.request, tenant_id=tenant, sku_id=body.sku_id, region=body.region,
+        count=body.count, name=body.name, key=idempotency_key, now=now, gpus_in_use=in_use,
+        quota_gpus=s.tenant_gpu_quota, runway_minutes=s.runway_minutes,
+        deadline_seconds=s.provision_deadline_seconds,
+    )  # fmt: skip
+    written = await dispatch(command, caller.actor, s.command_timeout)
+    metrics.COMMANDS.labels("allocation.request", "created" if written.created else "ok").inc()
+    allocation = await dispatch(partial(sys.compute.allocation, written.id), caller.actor, 5)
+    _accepted(response, allocation)
+    return _view(allocation)
+
+
+@router.post(
+    "/allocations/{allocation_id}/release",
+    status_code=202,
+    response_model=AllocationOut,
+    operation_id="releaseAllocation",
+)
+async def release_allocation(
+    allocation_id: UUID,
+    request: Request,
+    response: Response,
+    caller: Users,
+    body: ReleaseAllocation | None = None,
+) -> AllocationOut:
+    """Stop the allocation: billing stops now, the node releases it asynchronously. Releasing
+    one that is releasing already is accepted again; a released or failed one is a 409."""
+    sys, tenant = system_of(request), _own_tenant(caller)
+    reason = (body or ReleaseAllocation()).reason
+    release = partial(sys.compute.release, allocation_id, reason, datetime.now(UTC), tenant)
+    allocation = await dispatch(release, caller.actor, sys.settings.command_timeout)
+    metrics.COMMANDS.labels("allocation.release", "ok").inc()
+    _accepted(response, allocation)
+    return _view(allocation)
+
+
+@router.get("/allocations", response_model=AllocationPage, operation_id="listAllocations")
+async def list_allocations(
+    request: Request,
+    caller: Anyone,
+    query: Annotated[AllocationQuery, Query()],
+    position: PositionToken = None,
+) -> AllocationPage:
+    """The caller's tenant's allocations; ops see every tenant's, or one with ``tenant_id``."""
+    tenant = _tenant_of(caller)
+    if query.tenant_id is not None:
+        tenant = tenant_scope(caller, query.tenant_id, "tenant")
+    async with read_model(request, position) as conn:
+        page = await read.list_allocations(conn, query.page(tenant))
+    items = [AllocationOut.of(i) for i in page.items]
+    return AllocationPage(items=items, next_cursor=page.next_cursor)
+
+
+@router.get(
+    "/allocations/{allocation_id}", response_model=AllocationOut, operation_id="getAllocation"
+)
+async def read_allocation(
+    allocation_id: UUID, request: Request, caller: Anyone, position: PositionToken = None
+) -> AllocationOut:
+    """State, typed failure reason, times, node, cost so far and the allowed actions. Another
+    tenant's allocation answers 404, as one that does not exist."""
+    async with read_model(request, position) as conn:
+        row = await read.get_allocation(conn, allocation_id, _tenant_of(caller))
+    if row is None:
+        raise NotFoundError("allocation not found")
+    return AllocationOut.of(row)
+
+
+@router.get(
+    "/allocations/{allocation_id}/usage",
+    response_model=UsagePage,
+    operation_id="listAllocationUsage",
+)
+async def allocation_usage(
+    allocation_id: UUID,
+    request: Request,
+    caller: Anyone,
+    query: Annotated[UsageQuery, Query()],
+    position: PositionToken = None,
+) -> UsagePage:
+    """The allocation's billed windows, oldest first."""
+    tenant = _tenant_of(caller)
+    async with read_model(request, position) as conn:
+        if await read.get_allocation(conn, allocation_id, tenant) is None:
+            raise NotFoundError("allocation not found")
+        pinned = query.model_copy(update={"allocation_id": allocation_id})
+        page = await read.list_usage(conn, pinned.page(tenant))
+    return UsagePage(items=[UsageWindowOut(**i) for i in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/usage", response_model=UsagePage, operation_id="listUsage")
+async def usage(
+    request: Request,
+    caller: Anyone,
+    query: Annotated[UsageQuery, Query()],
+    position: PositionToken = None,
+) -> UsagePage:
+    """Every billed window of the tenant (ops: of every tenant, or one with ``tenant_id``)."""
+    tenant = _tenant_of(caller)
+    if query.tenant_id is not None:
+        tenant = tenant_scope(caller, query.tenant_id, "tenant")
+    async with read_model(request, position) as conn:
+        page = await read.list_usage(conn, query.page(tenant))
+    return UsagePage(items=[UsageWindowOut(**i) for i in page.items], next_cursor=page.next_cursor)

@@ -1,0 +1,117 @@
+"""Wire contract of the compute context: every Allocation event, in order, on one topic.
+
+Each payload names its allocation and its tenant. The request's hash (what makes an
+Idempotency-Key replay comparable) stays inside the aggregate; the runway hold's id is public,
+as it is in the ledger's own events. Money is integer micro-dollars.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import ConfigDict, Field
+
+from domain.allocation import Allocation
+from infra.wire import WireEvent, WireModel, published
+
+ALLOCATION_TOPIC = "compute.allocation.v1"
+FailureReason = Literal[
+    "no_capacity", "provisioning_timeout", "provider_error", "insufficient_funds", "instance_lost"
+]  # domain.allocation.FAILURE_REASONS (a unit test keeps them equal)
+Amount = Field(ge=0, le=10**15, description="integer micro-dollars (1e-6 USD)")
+
+
+class AllocationEvent(WireModel):
+    schema_version: Literal[1] = 1
+    allocation_id: UUID
+    tenant_id: UUID
+    at: datetime
+
+
+class AllocationRequestedV1(AllocationEvent):
+    """A tenant asked for GPUs; a runway hold (``hold_id``) covers the first minutes."""
+
+    model_config = ConfigDict(title="AllocationRequested")
+    sku_id: UUID
+    region: str
+    gpus: int = Field(ge=1, description="GPUs in all (the SKU's GPUs x count)")
+    price_per_gpu_hour: int = Field(
+        ge=1, description="integer micro-dollars (1e-6 USD) per GPU-hour, fixed at request"
+    )
+    name: str = Field(min_length=1, max_length=64)
+    deadline_seconds: int = Field(ge=1, description="how long provisioning may take")
+    hold_id: str | None
+
+
+class AllocationReservedV1(AllocationEvent):
+    """GPUs were claimed on a node."""
+
+    model_config = ConfigDict(title="AllocationReserved")
+    node_id: UUID
+    gpu_indices: list[int]
+
+
+class AllocationStepV1(AllocationEvent):
+    """A step with nothing more to say than when: provisioning started, running, released,
+    settled (claim and hold given back). The ce_type says which."""
+
+    model_config = ConfigDict(title="AllocationStep")
+
+
+class AllocationFailedV1(AllocationEvent):
+    model_config = ConfigDict(title="AllocationFailed")
+    reason: FailureReason
+    detail: str
+
+
+class AllocationReleaseRequestedV1(AllocationEvent):
+    """A release was asked for by the tenant (releasing) or forced when its credit ran out
+    (force_releasing); billing stops here."""
+
+    model_config = ConfigDict(title="AllocationReleaseRequested")
+    state: Literal["releasing", "force_releasing"]
+    reason: str
+
+
+class AllocationReleaseFailedV1(AllocationEvent):
+    """The node did not confirm the release; it is retried."""
+
+    model_config = ConfigDict(title="AllocationReleaseFailed")
+    error: str
+
+
+class AllocationWindowBilledV1(AllocationEvent):
+    """One usage window [start, end) was charged: ``taken`` of its ``amount`` could be
+    debited (less when the credit ran out)."""
+
+    model_config = ConfigDict(title="AllocationWindowBilled")
+    start: datetime
+    end: datetime
+    seconds: int = Field(ge=0, le=60)
+    amount: int = Amount
+    taken: int = Amount
+    posting_key: str | None
+
+
+def _on(ce_type: str, model: type[WireModel]) -> WireEvent:
+    return published(
+        f"allocation.{ce_type}", ALLOCATION_TOPIC, model, "allocation_id",
+        lambda e: e.tenant_id, None,
+    )  # fmt: skip
+
+
+_allocation: Any = Allocation
+COMPUTE_WIRE: dict[type[Any], WireEvent] = {
+    _allocation.Requested: _on("requested", AllocationRequestedV1),
+    _allocation.Reserved: _on("reserved", AllocationReservedV1),
+    _allocation.ProvisioningStarted: _on("provisioning_started", AllocationStepV1),
+    _allocation.Running: _on("running", AllocationStepV1),
+    _allocation.Failed: _on("failed", AllocationFailedV1),
+    _allocation.ReleaseRequested: _on("release_requested", AllocationReleaseRequestedV1),
+    _allocation.Released: _on("released", AllocationStepV1),
+    _allocation.ReleaseFailed: _on("release_failed", AllocationReleaseFailedV1),
+    _allocation.WindowBilled: _on("window_billed", AllocationWindowBilledV1),
+    _allocation.Settled: _on("settled", AllocationStepV1),
+}
