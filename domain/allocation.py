@@ -154,7 +154,8 @@ class Allocation(Aggregate):
         if self.started_at is None:
             return True
         ends = self.billing_ends_at
-        return ends is not None and self.billed_through == ends.replace(microsecond=0)
+        billed = self.billed_through or self.started_at.replace(microsecond=0)
+        return ends is not None and billed >= ends.replace(microsecond=0)
 
     def bill(self, window: Window, taken: int, posting_key: str | None, now: datetime) -> None:
         """Record one window's charge: ``taken`` is what the ledger could debit of its amount.
@@ -199,8 +200,9 @@ class Allocation(Aggregate):
         self._failed(self.tenant_id, reason, detail, now)
 
     def release(self, reason: str, now: datetime) -> None:
-        """The tenant's release. Idempotent while releasing; a retry after RELEASE_FAILED."""
-        if self.state in (RELEASING, FORCE_RELEASING, RELEASED):
+        """The tenant's release. Idempotent while releasing; a retry after RELEASE_FAILED; a
+        released or failed allocation has nothing left to release (InvalidTransitionError)."""
+        if self.state in (RELEASING, FORCE_RELEASING):
             return
         self._require("release", RUNNING, RELEASE_FAILED, *BEFORE_RUNNING)
         self._releasing(self.tenant_id, RELEASING, reason, now)

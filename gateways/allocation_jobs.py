@@ -20,7 +20,7 @@ from functools import partial
 from uuid import UUID
 
 from domain.allocation import Allocation
-from handlers.billing import BillingPass, bill
+from handlers.billing import FORCE_REASON, BillingPass, bill
 from handlers.ports import NodeDriver
 from handlers.provisioning import Provisioning, ReleaseNotConfirmedError, StepFailedError
 from handlers.reconciler import Drift, Reconciler
@@ -129,24 +129,31 @@ def _add(total: BillingPass, done: BillingPass) -> None:
     metrics.FORCED_RELEASES.inc(len(done.forced))
 
 
-async def depletion_pass(system: System) -> int:
-    """BalanceDepleted: force-release every running allocation of the tenant, once."""
+async def depletion_pass(system: System, now: datetime | None = None) -> int:
+    """BalanceDepleted: force-release every running allocation of the tenant, once. A tenant
+    topped up since (its ledger no longer depleted) keeps its allocations: the event is old
+    news, as after a rebuild of the read model."""
     forced = 0
     async with system.pool.connection() as conn:
         pending = await work.pending_depletions(conn)
     for tenant_id, ledger_version in pending:
-        async with system.pool.connection() as conn:
-            running = await work.running_allocations(conn, tenant_id)
-        now = datetime.now(UTC)
-        for allocation_id in running:
-            with event_metadata(actor="system:policy", correlation_id=f"depleted-{tenant_id}"):
-                release = partial(
-                    system.compute.force_release, allocation_id, "credit exhausted", now
-                )
-                forced += int(await asyncio.to_thread(release))
+        ledger = await asyncio.to_thread(system.ledgers.ledger, tenant_id)
+        if ledger.depleted:
+            forced += await _force_release_all(system, tenant_id, now or datetime.now(UTC))
         async with system.pool.connection() as conn:
             await work.mark_depletion_handled(conn, tenant_id, ledger_version)
     metrics.FORCED_RELEASES.inc(forced)
+    return forced
+
+
+async def _force_release_all(system: System, tenant_id: UUID, now: datetime) -> int:
+    async with system.pool.connection() as conn:
+        running = await work.running_allocations(conn, tenant_id)
+    forced = 0
+    for allocation_id in running:
+        with event_metadata(actor="system:policy", correlation_id=f"depleted-{tenant_id}"):
+            release = partial(system.compute.force_release, allocation_id, FORCE_REASON, now)
+            forced += int(await asyncio.to_thread(release))
     return forced
 
 

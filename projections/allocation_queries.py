@@ -44,7 +44,7 @@ async def billable_allocations(
     always are), by id after ``after``: the biller walks them page by page."""
     cur = await conn.execute(
         "SELECT id FROM allocations WHERE started_at IS NOT NULL AND (billing_ends_at IS NULL "
-        "OR billed_through IS NULL OR billed_through < billing_ends_at) "
+        "OR COALESCE(billed_through, date_trunc('second', started_at)) < billing_ends_at) "
         "AND (%s::uuid IS NULL OR id > %s::uuid) ORDER BY id LIMIT %s",
         (after, after, limit),
     )

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from domain.allocation import (
     FAILED,
@@ -128,3 +130,40 @@ def test_replaying_the_events_rebuilds_the_same_allocation() -> None:
     assert (copy.state, copy.gpu_indices, copy.started_at) == (
         RUNNING, (0, 1), allocation.started_at,
     )  # fmt: skip
+
+
+@given(
+    start=st.integers(0, 86_400),
+    length=st.integers(1, 3 * 3600),
+    price=st.integers(1, 50_000_000),
+    gpus=st.integers(1, 16),
+    passes=st.lists(st.integers(0, 4 * 3600), max_size=12),
+)
+def test_billing_passes_at_any_instants_charge_the_rounded_price_of_the_run_once(
+    start: int, length: int, price: int, gpus: int, passes: list[int]
+) -> None:
+    """Whenever the worker runs (and however late), the windows billed add up to
+    round(price x GPUs x seconds / 3600) within a micro-dollar, and none is billed twice."""
+    began, ended = NOW + timedelta(seconds=start), NOW + timedelta(seconds=start + length)
+    allocation = Allocation.request(
+        uuid4(), uuid4(), uuid4(), "eu-west-1", gpus, price, "p", "h", NOW
+    )
+    allocation.reserve(uuid4(), tuple(range(gpus)), NOW)
+    allocation.start_provisioning(NOW)
+    allocation.mark_running(began)
+    moments = sorted(began + timedelta(seconds=p) for p in passes)
+    for moment in [m for m in moments if m < ended]:
+        _bill_all(allocation, moment)
+    allocation.release("done", ended)
+    for moment in [ended, ended + timedelta(hours=1), *moments]:
+        _bill_all(allocation, max(moment, ended))
+    assert allocation.fully_billed
+    assert abs(allocation.cost - round(price * gpus * length / 3600)) <= 1
+    billed = [e for e in allocation.collect_events() if type(e).__name__ == "WindowBilled"]
+    starts = [getattr(e, "start") for e in billed]  # noqa: B009 - events are typed loosely
+    assert len(starts) == len(set(starts))
+
+
+def _bill_all(allocation: Allocation, now: datetime) -> None:
+    for window in allocation.due_windows(now):
+        allocation.bill(window, window.amount, "k", now)

@@ -1,0 +1,121 @@
+"""Credit runs out: every running allocation of the tenant is force-released in the window
+where it ran out, the ledger never goes below its floor, and `ledger verify` passes.
+
+The relay and projector run for real (BalanceDepleted reaches the policy through Kafka), the
+instances are real process groups of the local driver; the test runs the worker's passes
+itself so that billing can be asked about minutes that have not happened yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import pytest
+
+from domain.allocation import Allocation
+from gateways import allocation_jobs as jobs
+from infra.bootstrap import System, build_system
+from infra.settings import Settings
+from projections import allocation_queries as work
+from projections import catalog
+from tests.support import eventually, gpucloud, roles
+
+pytestmark = pytest.mark.e2e
+PRICE = 3_600_000  # 1,000 micro-dollars per GPU-second
+CREDIT = 2 * 3 * 60 * 1000  # three minutes of two one-GPU allocations
+
+
+@pytest.fixture
+async def system(settings: Settings) -> AsyncIterator[System]:
+    built = build_system(settings)
+    await built.open()
+    yield built
+    await built.close()
+
+
+async def test_both_allocations_are_released_in_the_window_the_credit_runs_out(
+    settings: Settings, system: System
+) -> None:
+    async with roles(settings, "relay", "projector"):
+        tenant, allocations = await _two_running(system)
+        drivers = jobs.drivers_of(jobs.driver_config(system))
+        provisioning = jobs.provisioning_of(system, drivers)
+        start = max(_get(system, a).started_at or datetime.now(UTC) for a in allocations)
+        depleted_at = None
+        for minute in range(1, 6):
+            now = start + timedelta(minutes=minute)
+            await jobs.billing_pass(system, now)
+            assert system.ledgers.balances(tenant).available >= 0  # never below the floor
+            if system.ledgers.ledger(tenant).depleted and depleted_at is None:
+                depleted_at = now
+                await eventually(lambda: _depletion_arrived(system))
+                await jobs.depletion_pass(system, now)
+            states = {_get(system, a).state for a in allocations}
+            assert states == ({"running"} if depleted_at is None else {"force_releasing"})
+        assert depleted_at is not None and depleted_at <= start + timedelta(minutes=4)
+        for a in allocations:  # billing stopped inside the window where the credit ran out
+            ends = _get(system, a).billing_ends_at
+            assert ends is not None and depleted_at - timedelta(minutes=1) < ends <= depleted_at
+        await eventually(lambda: _all_released(system, provisioning, allocations), timeout=20)
+        await jobs.billing_pass(system, depleted_at + timedelta(minutes=5))
+        system.ledgers.credit(tenant, "topup-2", 10_000_000, datetime.now(UTC))
+    final = [_get(system, a) for a in allocations]
+    assert all(f.state == "released" and f.release_reason == "credit exhausted" for f in final)
+    assert all(f.fully_billed and f.settled for f in final)  # a top-up resurrects nothing
+    assert sum(f.cost for f in final) == CREDIT
+    verified = gpucloud(settings, "ledger", "verify", "--tenant", str(tenant), "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+async def _two_running(system: System) -> tuple[UUID, list[UUID]]:
+    now = datetime.now(UTC)
+    tenant = system.identity.create_tenant("Acme", None, now).tenant.id
+    system.ledgers.credit(tenant, "topup-1", CREDIT, now)
+    sku = system.inventory.create_sku(
+        name="1x H100", gpu_model="H100", gpus=1, vcpus=8, ram_gib=64, disk_gib=100,
+        regions=["eu-west-1"], price_per_gpu_hour=PRICE,
+    ).id  # fmt: skip
+    system.inventory.register_node(region="eu-west-1", gpu_model="H100", gpu_count=4)
+
+    async def node_visible() -> list[UUID]:
+        async with system.pool.connection() as conn:
+            return await catalog.placement_candidates(conn, "eu-west-1", "H100", 1)
+
+    await eventually(node_visible)
+    allocations = [
+        system.compute.request(
+            tenant_id=tenant, sku_id=sku, region="eu-west-1", count=1, name=None, key=key,
+            now=now, gpus_in_use=0, quota_gpus=16, runway_minutes=1, deadline_seconds=60,
+        ).id
+        for key in ("a", "b")
+    ]  # fmt: skip
+    provisioning = jobs.provisioning_of(system, jobs.drivers_of(jobs.driver_config(system)))
+
+    async def running() -> bool:
+        await jobs.saga_pass(system, provisioning)
+        return all(_get(system, a).state == "running" for a in allocations)
+
+    await eventually(running, timeout=20)
+
+    async def billable() -> bool:  # the biller finds allocations in the read model
+        async with system.pool.connection() as conn:
+            return len(await work.running_allocations(conn, tenant)) == 2
+
+    await eventually(billable)
+    return tenant, allocations
+
+
+def _get(system: System, allocation_id: UUID) -> Allocation:
+    return system.compute.allocation(allocation_id)
+
+
+async def _depletion_arrived(system: System) -> bool:
+    async with system.pool.connection() as conn:
+        return bool(await work.pending_depletions(conn))
+
+
+async def _all_released(system: System, provisioning: object, allocations: list[UUID]) -> bool:
+    await jobs.saga_pass(system, provisioning)  # type: ignore[arg-type]
+    return all(_get(system, a).state == "released" for a in allocations)

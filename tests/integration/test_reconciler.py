@@ -1,0 +1,67 @@
+"""The reconciler against real PostgreSQL: orphans released, lost instances failed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+import pytest
+
+from handlers.ports import DriverError, InstanceSpec
+from handlers.reconciler import Reconciler
+from infra.bootstrap import System
+from tests.integration.allocation_world import stage, system
+from tests.integration.fake_node import FakeNode
+from tests.integration.test_provisioning_saga import drive, saga
+
+__all__ = ["system"]
+
+pytestmark = pytest.mark.integration
+
+
+async def test_an_instance_without_a_live_allocation_is_released(system: System) -> None:
+    world, node = stage(system, credit=10_000_000), FakeNode()
+    kept = world.request().id
+    await drive(saga(world, node), kept, "running")
+    orphan = InstanceSpec(uuid4(), world.tenant, world.nodes[0], None, (3,))
+    await node.provision(orphan, 1)
+
+    drift = await Reconciler(world.compute, lambda kind: node).reconcile(world.nodes, [kept])
+
+    assert drift.orphans == [orphan.allocation_id] and drift.lost == []
+    assert set(node.running) == {kept}
+
+
+async def test_a_running_allocation_whose_instance_vanished_fails_and_stops_billing(
+    system: System,
+) -> None:
+    world, node = stage(system, credit=10_000_000), FakeNode()
+    lost, fine = world.request().id, world.request().id
+    for a in (lost, fine):
+        await drive(saga(world, node), a, "running")
+    node.running.pop(lost)  # the node rebooted, say
+
+    drift = await Reconciler(world.compute, lambda kind: node).reconcile(world.nodes, [lost, fine])
+
+    allocation = world.compute.allocation(lost)
+    assert drift.lost == [lost] and drift.orphans == []
+    assert (allocation.state, allocation.failure, allocation.settled) == (
+        "failed", "instance_lost", True
+    )  # fmt: skip
+    assert allocation.billing_ends_at is not None
+    assert allocation.billing_ends_at <= datetime.now(UTC)
+    assert world.compute.allocation(fine).state == "running"
+
+
+async def test_an_unreachable_node_fails_nobody(system: System) -> None:
+    world, node = stage(system, credit=10_000_000), FakeNode()
+    a = world.request().id
+    await drive(saga(world, node), a, "running")
+
+    class Unreachable(FakeNode):
+        async def instances(self, node_id: UUID, address: str | None, timeout: float) -> set[UUID]:
+            raise DriverError("connection refused")
+
+    drift = await Reconciler(world.compute, lambda kind: Unreachable()).reconcile(world.nodes, [a])
+    assert drift.unreachable == [world.nodes[0]] and drift.lost == []
+    assert world.compute.allocation(a).state == "running"
