@@ -27,6 +27,7 @@ from domain.errors import DomainError, IdempotencyKeyReusedError, ValidationFail
 MAX_SKU_GPUS = 16
 MAX_NODE_GPUS = 64
 MAX_PRICE = 1_000_000_000  # micro-dollars per GPU-hour: $1,000
+DEFAULT_PROVISION_DEADLINE = 600  # seconds from request to running, unless the SKU says
 MAX_LABELS = 32
 NODE_STATES = ("active", "draining", "offline")
 DRIVERS = ("local", "ssh")
@@ -130,6 +131,7 @@ class Sku(Aggregate):
         regions: tuple[str, ...],
         price_per_gpu_hour: int,
         request_hash: str,
+        provision_deadline_seconds: int = DEFAULT_PROVISION_DEADLINE,
     ) -> None:
         self.name = name
         self.gpu_model = gpu_model
@@ -140,6 +142,7 @@ class Sku(Aggregate):
         self.regions = tuple(regions)
         self.price_per_gpu_hour = price_per_gpu_hour
         self.request_hash = request_hash
+        self.provision_deadline_seconds = provision_deadline_seconds
         self.active = True
 
     @classmethod
@@ -156,6 +159,7 @@ class Sku(Aggregate):
         regions: Iterable[str],
         price_per_gpu_hour: int,
         request_hash: str,
+        provision_deadline_seconds: int = DEFAULT_PROVISION_DEADLINE,
     ) -> Sku:
         return cls(
             id=sku_id,
@@ -168,6 +172,9 @@ class Sku(Aggregate):
             regions=check_regions(regions),
             price_per_gpu_hour=check_price(price_per_gpu_hour),
             request_hash=request_hash,
+            provision_deadline_seconds=check_int(
+                provision_deadline_seconds, "provision_deadline_seconds", 10, 86_400
+            ),
         )
 
     def change_price(self, price_per_gpu_hour: int) -> None:

@@ -113,7 +113,6 @@ async def request_allocation(
         sys.compute.request, tenant_id=tenant, sku_id=body.sku_id, region=body.region,
         count=body.count, name=body.name, key=idempotency_key, now=now, gpus_in_use=in_use,
         quota_gpus=s.tenant_gpu_quota, runway_minutes=s.runway_minutes,
-        deadline_seconds=s.provision_deadline_seconds,
     )  # fmt: skip
     written = await dispatch(command, caller.actor, s.command_timeout)
     metrics.COMMANDS.labels("allocation.request", "created" if written.created else "ok").inc()

@@ -12,6 +12,7 @@ from uuid import uuid4
 
 import typer
 
+from domain.catalog import DEFAULT_PROVISION_DEADLINE
 from gateways.cli_common import DataDir, JsonOut, err, fail, refusals, settings_for
 from gateways.output import show
 from handlers.identity import Written
@@ -99,6 +100,9 @@ def create_sku(
     vcpus: Annotated[int | None, typer.Option(help="Default: 8 per GPU.")] = None,
     ram_gib: Annotated[int | None, typer.Option(help="Default: 64 per GPU.")] = None,
     disk_gib: Annotated[int | None, typer.Option(help="Default: 200 per GPU.")] = None,
+    provision_deadline: Annotated[
+        int, typer.Option(help="Seconds an allocation may take to start before it fails.")
+    ] = DEFAULT_PROVISION_DEADLINE,
     data_dir: DataDir = None,
     json_out: JsonOut = False,
 ) -> None:
@@ -107,6 +111,7 @@ def create_sku(
     sizes = {k: v if v is not None else PER_GPU[k] * gpus_ for k, v in given.items()}
     spec: dict[str, Any] = dict(name=name, gpu_model=gpu_model, gpus=gpus_, **sizes)
     spec.update(regions=region, price_per_gpu_hour=price_per_gpu_hour)
+    spec.update(provision_deadline_seconds=provision_deadline)
     written = write(data_dir, lambda inventory: inventory.create_sku(**spec))
     show(json_out, {"id": str(written.id), **spec})
 

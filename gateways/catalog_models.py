@@ -19,7 +19,13 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from domain.catalog import MAX_LABELS, MAX_NODE_GPUS, MAX_PRICE, MAX_SKU_GPUS
+from domain.catalog import (
+    DEFAULT_PROVISION_DEADLINE,
+    MAX_LABELS,
+    MAX_NODE_GPUS,
+    MAX_PRICE,
+    MAX_SKU_GPUS,
+)
 from projections.pagination import DEFAULT_LIMIT, MAX_CURSOR_CHARS, MAX_LIMIT, PageRequest
 
 REGION = r"^[a-z]{2,}(-[a-z]+)+-[0-9]{1,2}$"
@@ -58,6 +64,11 @@ class CreateSku(Strict):
     disk_gib: Annotated[StrictInt, Field(ge=0, le=1_048_576)]
     regions: list[Region] = Field(min_length=1, max_length=32)
     price_per_gpu_hour: MicroDollars
+    provision_deadline_seconds: Annotated[StrictInt, Field(ge=10, le=86_400)] = Field(
+        default=DEFAULT_PROVISION_DEADLINE,
+        description="an allocation not running this long after its request fails with "
+        "provisioning_timeout",
+    )
 
 
 class ChangePrice(Strict):

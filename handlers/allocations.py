@@ -52,7 +52,7 @@ class Allocations(ContextApplication):
     def request(
         self, *, tenant_id: UUID, sku_id: UUID, region: str, count: int, name: str | None,
         key: str, now: datetime, gpus_in_use: int, quota_gpus: int, runway_minutes: int,
-        deadline_seconds: int,
+        deadline_seconds: int | None = None,
     ) -> Written:  # fmt: skip
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
             raise ValidationFailedError(f"count must be an integer from 1 to {MAX_COUNT}")
@@ -69,12 +69,13 @@ class Allocations(ContextApplication):
                 f"({gpus_in_use} in use): release an allocation or ask ops to raise the quota"
             )
         runway = -(-sku.price_per_gpu_hour * gpus * runway_minutes // 60)
+        deadline = deadline_seconds or sku.provision_deadline_seconds
 
         def admit(session: Session) -> Written:
-            hold_id = self._hold(session, tenant_id, allocation_id, runway, now, deadline_seconds)
+            hold_id = self._hold(session, tenant_id, allocation_id, runway, now, deadline)
             allocation = Allocation.request(
                 allocation_id, tenant_id, sku.id, region, gpus, sku.price_per_gpu_hour,
-                name or f"{sku.name} x{count}", digest, now, deadline_seconds, hold_id,
+                name or f"{sku.name} x{count}", digest, now, deadline, hold_id,
             )  # fmt: skip
             session.add(self, allocation)
             return Written(allocation.id, allocation.version, created=True)

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
-from domain.catalog import CapacityExhaustedError, Node, Sku
+from domain.catalog import DEFAULT_PROVISION_DEADLINE, CapacityExhaustedError, Node, Sku
 from handlers.base import ContextApplication, Written, id_for_key, request_hash
 
 
@@ -34,10 +34,12 @@ class Inventory(ContextApplication):
         disk_gib: int,
         regions: Iterable[str],
         price_per_gpu_hour: int,
+        provision_deadline_seconds: int = DEFAULT_PROVISION_DEADLINE,
         idempotency_key: str | None = None,
     ) -> Written:
         spec = dict(name=name, gpu_model=gpu_model, gpus=gpus, vcpus=vcpus, ram_gib=ram_gib)
         spec.update(disk_gib=disk_gib, regions=list(regions), price_per_gpu_hour=price_per_gpu_hour)
+        spec.update(provision_deadline_seconds=provision_deadline_seconds)
         return self._create(Sku.create, id_for_key("sku", idempotency_key), spec)
 
     def change_price(self, sku_id: UUID, price_per_gpu_hour: int) -> Written:

@@ -31,6 +31,7 @@ class SkuCreatedV1(WireModel):
     disk_gib: int
     regions: list[str]
     price_per_gpu_hour: int = MicroDollars
+    provision_deadline_seconds: int = 600
     at: datetime
 
 

@@ -36,7 +36,6 @@ class Settings(BaseSettings):
     # Allocations: admission, the provisioning saga, node drivers, billing.
     tenant_gpu_quota: int = Field(default=16, alias="GPUCLOUD_TENANT_GPU_QUOTA")
     runway_minutes: int = Field(default=10, alias="GPUCLOUD_RUNWAY_MINUTES")
-    provision_deadline_seconds: int = Field(default=600, alias="GPUCLOUD_PROVISION_DEADLINE")
     saga_poll_seconds: float = Field(default=0.2, alias="GPUCLOUD_SAGA_POLL_SECONDS")
     driver_timeout_seconds: float = Field(default=30.0, alias="GPUCLOUD_DRIVER_TIMEOUT")
     billing_batch: int = Field(default=200, alias="GPUCLOUD_BILLING_BATCH")
