@@ -20,13 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID
 
 from rich.console import Console
 
 from domain.identity import OWNER, KeyGrant
+from handlers.base import id_for_key
 from handlers.identity import Identity
 from infra import messages
-from infra.bootstrap import build_system, stack_file
+from infra.bootstrap import System, build_system, stack_file
 from infra.embedded import EmbeddedBroker, EmbeddedPostgres
 from infra.settings import Settings
 from infra.topics import ensure_topics
@@ -77,6 +79,7 @@ class Stack:
             "GPUCLOUD_BROKER_EPOCH": s.broker_epoch,
             "GPUCLOUD_API_PORT": str(s.api_port),
             "GPUCLOUD_DB_SCHEMA": s.db_schema,
+            "GPUCLOUD_DATA_DIR": str(s.data_dir.resolve()),  # the local node's instances live here
         }
         if role != "api":
             env["GPUCLOUD_METRICS_PORT"] = str(s.api_port + 1 + ROLES.index(role))
@@ -114,6 +117,7 @@ def seed(s: Settings) -> dict[str, str]:
             ("demo_key", lambda: _demo_owner_key(identity, now)),
         ):
             keys[name] = _kept(s.data_dir / name, make)
+        keys["demo_sku"] = str(_demo_catalog(system, now))
         return keys
     finally:
         system.close_write_side()
@@ -124,6 +128,21 @@ def _demo_owner_key(identity: Identity, now: datetime) -> str:
     if opened.key is None:
         return identity.issue_key(KeyGrant(opened.tenant.id, opened.owner_id, OWNER), now).token
     return opened.key.token
+
+
+def _demo_catalog(system: System, now: datetime) -> UUID:
+    """A SKU, this machine as a local node with 4 (pretend) GPUs, and $10 of promotional
+    credit for the demo tenant, so a first allocation can run at once. Idempotent."""
+    sku = system.inventory.create_sku(
+        name="1x demo GPU", gpu_model="demo", gpus=1, vcpus=2, ram_gib=4, disk_gib=10,
+        regions=["local-dev-1"], price_per_gpu_hour=1_000_000, idempotency_key="gpucloud-demo-sku",
+    )  # fmt: skip
+    system.inventory.register_node(
+        region="local-dev-1", gpu_model="demo", gpu_count=4, idempotency_key="gpucloud-demo-node"
+    )
+    tenant = id_for_key("tenant", "gpucloud-demo-tenant")
+    system.ledgers.credit(tenant, "gpucloud-demo-credit", 10_000_000, now, source="promotion")
+    return sku.id
 
 
 def _kept(path: Path, make: Callable[[], str]) -> str:
@@ -185,5 +204,11 @@ def _announce(s: Settings, keys: dict[str, str]) -> None:
     console.print(f"  ops key    {keys['ops_key']}  (in {s.data_dir / 'ops_key'})")
     console.print(
         f"  demo key   {keys['demo_key']}  (tenant Demo's owner; {s.data_dir / 'demo_key'})"
+    )
+    console.print(
+        f"  try        curl -X POST {api}/v1/allocations -H 'Authorization: Bearer "
+        f"{keys['demo_key']}' -H 'Idempotency-Key: first' -H 'Content-Type: application/json' "
+        f'-d \'{{"sku_id": "{keys["demo_sku"]}", "region": "local-dev-1"}}\'',
+        soft_wrap=True,
     )
     console.print("Ctrl-C stops everything.")
