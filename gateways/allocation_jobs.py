@@ -109,13 +109,16 @@ async def billing_pass(system: System, now: datetime | None = None) -> BillingPa
     moment, total, after = now or datetime.now(UTC), BillingPass(), None
     while True:
         async with system.pool.connection() as conn:
-            ids = await work.billable_allocations(conn, system.settings.billing_batch, after)
-        if not ids:
+            due = await work.billable_allocations(
+                conn, system.settings.billing_batch, moment, after
+            )
+        if not due:
             return total
+        ids = [allocation for _, allocation in due]
         with event_metadata(actor="system:billing", correlation_id=f"billing-{moment:%Y%m%dT%H%M}"):
             done = await asyncio.to_thread(partial(bill, system.compute, ids, moment))
         _add(total, done)
-        after = ids[-1]
+        after = due[-1]
 
 
 def _add(total: BillingPass, done: BillingPass) -> None:

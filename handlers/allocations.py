@@ -42,6 +42,7 @@ class Allocations(ContextApplication):
 
     name = "compute"
     env = {"AGGREGATE_CACHE_MAXSIZE": "10000"}
+    snapshotting_intervals = {Allocation: 50}  # every window billed is an event
 
     def bind(
         self, inventory: ContextApplication, ledgers: ContextApplication, save: AtomicSave

@@ -51,6 +51,7 @@ def bill(allocations: Allocations, allocation_ids: Sequence[UUID], now: datetime
 
     def decide(session: Session) -> BillingPass:
         done = BillingPass()
+        session.preload(allocations, Allocation, allocation_ids)
         for allocation_id in allocation_ids:
             allocation = session.find(allocations, Allocation, allocation_id)
             if allocation is not None:

@@ -54,6 +54,12 @@ class Session:
             self._seen[(app.name, aggregate_id)] = (app, found)
         return found
 
+    def preload(self, app: ContextApplication, kind: type[A], ids: Sequence[UUID]) -> None:
+        """Load many aggregates at once (two queries) before deciding on them one by one."""
+        wanted = [i for i in ids if (app.name, i) not in self._seen]
+        for aggregate_id, aggregate in app.find_many(kind, wanted).items():
+            self._seen[(app.name, aggregate_id)] = (app, aggregate)
+
     def add(self, app: ContextApplication, aggregate: A) -> A:
         self._seen[(app.name, aggregate.id)] = (app, aggregate)
         return aggregate
@@ -91,5 +97,9 @@ class UnitOfWork:
             app, aggregates = changes[0]
             app.save(*aggregates)
         elif changes:
+            pending = {id(a): len(a.pending_events) for _, aggs in changes for a in aggs}
             self._save(changes)
+            for app, aggregates in changes:
+                for aggregate in aggregates:
+                    app.snapshot_if_due(aggregate, pending[id(aggregate)])
         return result

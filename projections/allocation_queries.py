@@ -8,6 +8,7 @@ read model behind the event store costs a wasted step at worst.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -38,17 +39,25 @@ async def gpus_in_use(conn: AsyncConnection[Any], tenant_id: UUID | None) -> int
 
 
 async def billable_allocations(
-    conn: AsyncConnection[Any], limit: int, after: UUID | None = None
-) -> list[UUID]:
-    """Allocations that ran and are not billed up to where their billing ends (running ones
-    always are), by id after ``after``: the biller walks them page by page."""
+    conn: AsyncConnection[Any],
+    limit: int,
+    now: datetime,
+    after: tuple[UUID, UUID] | None = None,
+) -> list[tuple[UUID, UUID]]:
+    """(tenant, allocation) of allocations with a window to bill at ``now``: running ones with a
+    closed minute not billed yet, ended ones not billed up to their end. Ordered by tenant, so
+    a batch touches few ledgers; keyset after the last pair of the previous page."""
+    tenant, last = after or (None, None)
     cur = await conn.execute(
-        "SELECT id FROM allocations WHERE started_at IS NOT NULL AND (billing_ends_at IS NULL "
-        "OR COALESCE(billed_through, date_trunc('second', started_at)) < billing_ends_at) "
-        "AND (%s::uuid IS NULL OR id > %s::uuid) ORDER BY id LIMIT %s",
-        (after, after, limit),
+        "SELECT tenant_id, id FROM allocations WHERE started_at IS NOT NULL AND ("
+        "(billing_ends_at IS NULL AND COALESCE(billed_through, started_at) "
+        "< date_trunc('minute', %s::timestamptz)) OR (billing_ends_at IS NOT NULL AND "
+        "(billed_through IS NULL OR billed_through < billing_ends_at))) "
+        "AND (%s::uuid IS NULL OR (tenant_id, id) > (%s::uuid, %s::uuid)) "
+        "ORDER BY tenant_id, id LIMIT %s",
+        (now, tenant, tenant, last, limit),
     )
-    return [row[0] for row in await cur.fetchall()]
+    return [(row[0], row[1]) for row in await cur.fetchall()]
 
 
 async def take_due_work(

@@ -15,7 +15,7 @@ ALTER TABLE allocations
     ADD COLUMN hold_id text,
     ADD COLUMN deadline_at timestamptz;
 -- What the biller walks by id: started and not billed up to where billing ends.
-CREATE INDEX allocations_billable ON allocations (id)
+CREATE INDEX allocations_billable ON allocations (tenant_id, id)
     WHERE started_at IS NOT NULL
     AND (billing_ends_at IS NULL OR billed_through IS NULL OR billed_through < billing_ends_at);
 

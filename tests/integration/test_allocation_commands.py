@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
+from uuid import UUID
 
 import pytest
 
-from domain.allocation import QuotaExceededError
+from domain.allocation import Allocation, QuotaExceededError
 from domain.errors import IdempotencyKeyReusedError
 from domain.ledger_terms import InsufficientFundsError
 from handlers.billing import bill
@@ -96,3 +98,28 @@ def test_a_short_window_takes_what_is_left_and_forces_the_release(system: System
     assert done.forced == [a] and done.debited == 200_000
     assert world.compute.allocation(a).state == "force_releasing"
     assert system.ledgers.balances(world.tenant).available == 0
+
+
+def test_many_allocations_load_in_one_go_from_their_snapshots(system: System) -> None:
+    """A long-running allocation is snapshotted as windows pile up; the batch load (snapshot
+    plus later events) gives exactly what a one-by-one replay gives."""
+    world = stage(system, credit=10_000_000_000)
+    long_run, fresh = world.request("long").id, world.request("fresh").id
+    for a in (long_run, fresh):
+        world.compute.place(a, world.nodes, NOW)
+        world.compute.start_provisioning(a, NOW)
+        world.compute.mark_running(a, NOW)
+    bill(world.compute, [long_run], NOW + timedelta(minutes=70))  # 60 windows (one pass's cap)
+    bill(world.compute, [long_run], NOW + timedelta(minutes=70))  # and the 10 after them
+    snapshots = system.compute.snapshots
+    assert snapshots is not None and list(snapshots.get(long_run))  # taken at version 50
+
+    loaded = world.compute.find_many(Allocation, [long_run, fresh, world.sku])
+    replayed: dict[UUID, Any] = {a: world.compute.repository.get(a) for a in (long_run, fresh)}
+    assert set(loaded) == {long_run, fresh}  # the SKU's id is not an allocation here
+    for a, allocation in loaded.items():
+        assert allocation.version == replayed[a].version
+        assert (allocation.cost, allocation.billed_through) == (
+            replayed[a].cost, replayed[a].billed_through
+        )  # fmt: skip
+    assert loaded[long_run].billed_through == NOW + timedelta(minutes=70)

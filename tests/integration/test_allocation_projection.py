@@ -277,9 +277,11 @@ async def test_workers_see_running_gpus_in_use_and_what_to_bill(conn: AsyncConne
     assert await q.running_allocations(conn, tenant) == [runs.id]
     assert await q.running_allocations(conn, uuid4()) == []
     assert await q.gpus_in_use(conn, tenant) == 6  # running, requested, releasing
-    assert sorted(await q.billable_allocations(conn, 10)) == sorted([runs.id, unbilled.id])
-    first = min(runs.id, unbilled.id)
-    assert await q.billable_allocations(conn, 10, after=first) == [max(runs.id, unbilled.id)]
+    later = END + timedelta(minutes=1)  # runs has closed minutes to bill by then
+    due = await q.billable_allocations(conn, 10, later)
+    assert sorted(a for _, a in due) == sorted([runs.id, unbilled.id])
+    assert await q.billable_allocations(conn, 10, later, after=due[0]) == due[1:]
+    assert [a for _, a in await q.billable_allocations(conn, 10, NOW)] == [unbilled.id]
 
 
 async def test_a_depletion_is_recorded_once_whatever_the_delivery(
