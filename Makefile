@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/projection.py
 	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/billing.py --allocations 10000
 
 contracts: $(STAMP)
 	$(BIN)/python tools/export_contracts.py

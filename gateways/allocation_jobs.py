@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shlex
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -89,6 +90,8 @@ async def _step(
     try:
         with event_metadata(actor="system:saga", correlation_id=f"saga-{allocation_id}"):
             after = await provisioning.advance(allocation_id)
+        if system.settings.fault == f"saga.after:{state}":
+            os._exit(137)  # test hook: the worker dies right after this step committed
         metrics.SAGA_STEPS.labels("ok").inc()
         log.debug("allocation %s stepped from %s to %s", allocation_id, state, after)
         return

@@ -113,11 +113,11 @@ class ContextApplication(Application[UUID]):
         start = self._latest_snapshots(ids)
         after = [start[i].originator_version if i in start else 0 for i in ids]
         found: dict[UUID, Any] = {i: s.mutate(None) for i, s in start.items()}
-        statement = (
+        statement = (  # LATERAL: one index range scan per id, never a scan of the table
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            f"FROM {_table(self.recorder)} e JOIN unnest(%s::uuid[], %s::bigint[]) AS c(id, v) "
-            "ON e.originator_id = c.id AND e.originator_version > c.v "
-            "ORDER BY e.originator_id, e.originator_version"
+            "FROM unnest(%s::uuid[], %s::bigint[]) AS c(id, v) CROSS JOIN LATERAL ("
+            f"SELECT * FROM {_table(self.recorder)} t WHERE t.originator_id = c.id "
+            "AND t.originator_version > c.v ORDER BY t.originator_version) AS e"
         )
         for stored in self._select(self.recorder, statement, [ids, after]):
             event: Any = self.mapper.to_domain_event(stored)
@@ -129,9 +129,10 @@ class ContextApplication(Application[UUID]):
             return {}
         recorder = self.snapshots.recorder
         statement = (
-            "SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic, state "
-            f"FROM {_table(recorder)} WHERE originator_id = ANY(%s) "
-            "ORDER BY originator_id, originator_version DESC"
+            "SELECT s.originator_id, s.originator_version, s.topic, s.state "
+            "FROM unnest(%s::uuid[]) AS c(id) CROSS JOIN LATERAL ("
+            f"SELECT * FROM {_table(recorder)} t WHERE t.originator_id = c.id "
+            "ORDER BY t.originator_version DESC LIMIT 1) AS s"
         )
         snapshots = (
             self.mapper.to_domain_event(s) for s in self._select(recorder, statement, [ids])
