@@ -7,9 +7,12 @@ another's messages.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +53,15 @@ def server_dir() -> Iterator[Path]:
     PostgreSQL user out mid-test if another session ran beside this one."""
     folder = Path(tempfile.mkdtemp(prefix="gpucloud-test-"))
     yield folder
+    _kill_instances(folder)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _kill_instances(folder: Path) -> None:
+    """Local-driver instances a failed test left running (a passing test released them)."""
+    for record in folder.glob("**/instances/*/instance.json"):
+        with contextlib.suppress(ValueError, KeyError, ProcessLookupError, PermissionError):
+            os.killpg(int(json.loads(record.read_text())["pid"]), signal.SIGKILL)
 
 
 @pytest.fixture
