@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from domain.allocation import Allocation
 from domain.errors import NotFoundError
-from domain.identity import OPS, Principal
+from domain.identity import Principal
 from gateways import consistency
 from gateways.allocation_models import (
     AllocationOut,
@@ -30,7 +30,7 @@ from gateways.allocation_models import (
     UsageQuery,
     UsageWindowOut,
 )
-from gateways.auth import ANY_ROLE, Guard, system_of, tenant_scope
+from gateways.auth import ANY_ROLE, Guard, readable_tenant, system_of
 from gateways.catalog_api import read_model
 from gateways.commands import dispatch
 from gateways.identity_api import PositionToken
@@ -50,15 +50,6 @@ RequiredKey = Annotated[
         description="required: the same key and body give the same allocation",
     ),
 ]
-
-
-def _tenant_of(caller: Principal) -> UUID | None:
-    """The tenant a caller reads: its own; None (every tenant) for ops."""
-    if caller.role == OPS:
-        return None
-    if caller.tenant_id is None:
-        raise NotFoundError("no tenant")
-    return caller.tenant_id
 
 
 def _own_tenant(caller: Principal) -> UUID:
@@ -153,9 +144,7 @@ async def list_allocations(
     position: PositionToken = None,
 ) -> AllocationPage:
     """The caller's tenant's allocations; ops see every tenant's, or one with ``tenant_id``."""
-    tenant = _tenant_of(caller)
-    if query.tenant_id is not None:
-        tenant = tenant_scope(caller, query.tenant_id, "tenant")
+    tenant = readable_tenant(caller, query.tenant_id)
     async with read_model(request, position) as conn:
         page = await read.list_allocations(conn, query.page(tenant))
     items = [AllocationOut.of(i) for i in page.items]
@@ -171,7 +160,7 @@ async def read_allocation(
     """State, typed failure reason, times, node, cost so far and the allowed actions. Another
     tenant's allocation answers 404, as one that does not exist."""
     async with read_model(request, position) as conn:
-        row = await read.get_allocation(conn, allocation_id, _tenant_of(caller))
+        row = await read.get_allocation(conn, allocation_id, readable_tenant(caller))
     if row is None:
         raise NotFoundError("allocation not found")
     return AllocationOut.of(row)
@@ -190,7 +179,7 @@ async def allocation_usage(
     position: PositionToken = None,
 ) -> UsagePage:
     """The allocation's billed windows, oldest first."""
-    tenant = _tenant_of(caller)
+    tenant = readable_tenant(caller)
     async with read_model(request, position) as conn:
         if await read.get_allocation(conn, allocation_id, tenant) is None:
             raise NotFoundError("allocation not found")
@@ -207,9 +196,7 @@ async def usage(
     position: PositionToken = None,
 ) -> UsagePage:
     """Every billed window of the tenant (ops: of every tenant, or one with ``tenant_id``)."""
-    tenant = _tenant_of(caller)
-    if query.tenant_id is not None:
-        tenant = tenant_scope(caller, query.tenant_id, "tenant")
+    tenant = readable_tenant(caller, query.tenant_id)
     async with read_model(request, position) as conn:
         page = await read.list_usage(conn, query.page(tenant))
     return UsagePage(items=[UsageWindowOut(**i) for i in page.items], next_cursor=page.next_cursor)

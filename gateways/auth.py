@@ -89,6 +89,18 @@ def tenant_scope(principal: Principal, tenant_id: UUID, kind: str = "resource") 
     return tenant_id
 
 
+def readable_tenant(principal: Principal, asked: UUID | None = None) -> UUID | None:
+    """Whose rows a read shows: the caller's own tenant's; for ops every tenant's (None) or
+    the one ``asked`` for. Asking for another tenant reads as not found."""
+    if asked is not None:
+        return tenant_scope(principal, asked, "tenant")
+    if principal.role == OPS:
+        return None
+    if principal.tenant_id is None:
+        raise NotFoundError("no tenant")
+    return principal.tenant_id
+
+
 def document_roles(routes: list[Any]) -> None:
     """Copy each route's guard roles into its OpenAPI operation as ``x-roles``. Call it with
     ``app.routes``; included routers (which FastAPI keeps as a whole) are walked too."""

@@ -8,7 +8,6 @@ itself so that billing can be asked about minutes that have not happened yet.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -16,7 +15,7 @@ import pytest
 
 from domain.allocation import Allocation
 from gateways import allocation_jobs as jobs
-from infra.bootstrap import System, build_system
+from infra.bootstrap import System
 from infra.settings import Settings
 from projections import allocation_queries as work
 from projections import catalog
@@ -25,14 +24,6 @@ from tests.support import eventually, gpucloud, roles
 pytestmark = pytest.mark.e2e
 PRICE = 3_600_000  # 1,000 micro-dollars per GPU-second
 CREDIT = 2 * 3 * 60 * 1000  # three minutes of two one-GPU allocations
-
-
-@pytest.fixture
-async def system(settings: Settings) -> AsyncIterator[System]:
-    built = build_system(settings)
-    await built.open()
-    yield built
-    await built.close()
 
 
 async def test_both_allocations_are_released_in_the_window_the_credit_runs_out(

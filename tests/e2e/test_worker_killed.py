@@ -7,26 +7,18 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
 
-from infra.bootstrap import System, build_system
+from infra.bootstrap import System
 from infra.settings import Settings
 from tests.support import eventually, role_env, roles
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def system(settings: Settings) -> AsyncIterator[System]:
-    built = build_system(settings)
-    await built.open()
-    yield built
-    await built.close()
 
 
 @contextmanager
