@@ -49,6 +49,12 @@ class AllocationOut(BaseModel):
     billed_through: datetime | None = None
     cost_micro: int = Field(description="integer micro-dollars billed so far")
     version: int
+    step_attempts: int | None = Field(
+        default=None, description="tries of the current provisioning or release step"
+    )
+    step_error: str | None = Field(
+        default=None, description="why the last try of the current step failed (it is retried)"
+    )
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> AllocationOut:

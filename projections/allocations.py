@@ -201,11 +201,14 @@ async def get_allocation(
     conn: AsyncConnection[Any], allocation_id: UUID, tenant_id: UUID | None
 ) -> dict[str, Any] | None:
     """The allocation if it belongs to ``tenant_id`` (any tenant's when None, for ops): another
-    tenant's id reads as missing."""
+    tenant's id reads as missing. With the saga's view of it: how often its current step was
+    tried and why the last try failed (a step stuck on a node says so here)."""
+    columns = ", ".join(f"a.{c}" for c in ALLOCATION_COLUMNS)
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"SELECT {', '.join(ALLOCATION_COLUMNS)} FROM allocations "
-            "WHERE id = %s AND (%s::uuid IS NULL OR tenant_id = %s::uuid)",
+            f"SELECT {columns}, w.attempts AS step_attempts, w.last_error AS step_error "
+            "FROM allocations a LEFT JOIN allocation_work w ON w.allocation_id = a.id "
+            "WHERE a.id = %s AND (%s::uuid IS NULL OR a.tenant_id = %s::uuid)",
             (allocation_id, tenant_id, tenant_id),
         )
         return await cur.fetchone()

@@ -191,6 +191,26 @@ async def test_work_is_due_exactly_when_a_saga_step_is_wanted(conn: AsyncConnect
     assert (fresh.id, 1) in await rows(conn, attempts)
 
 
+async def test_a_failing_step_backs_off_and_the_allocation_says_why(
+    conn: AsyncConnection[Any],
+) -> None:
+    stuck = running()
+    stuck.release("done", END)
+    await apply(conn, ALLOCATIONS, envelopes(stuck))
+    assert await q.take_due_work(conn, 10, 60) == [(stuck.id, "releasing")]
+    await q.back_off_work(conn, stuck.id, "releasing", "node refused: exit 1", 300)
+
+    row = await get_allocation(conn, stuck.id, stuck.tenant_id)
+    assert row is not None and (row["step_attempts"], row["step_error"]) == (
+        1, "node refused: exit 1"
+    )  # fmt: skip
+    due = await rows(conn, "SELECT due_at > now() + interval '1 second' FROM allocation_work")
+    assert due == [(True,)]  # 2^1 s later at the earliest
+    await q.back_off_work(conn, stuck.id, "released", "another state: ignored", 300)
+    row = await get_allocation(conn, stuck.id, None)
+    assert row is not None and row["step_error"] == "node refused: exit 1"
+
+
 async def test_a_postponed_row_waits_and_a_row_not_due_stays_so(conn: AsyncConnection[Any]) -> None:
     waiting, runs = requested(), running()
     await apply(conn, ALLOCATIONS, [*envelopes(waiting), *envelopes(runs)])
