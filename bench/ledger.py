@@ -29,9 +29,11 @@ from harness import Stopwatch, console
 from domain.ledger import Ledger
 from domain.ledger_hash import REVENUE, cash_account, ledger_id_of
 from domain.ledger_verify import LedgerStream, verify
+from gateways.audit import verify_all
 from handlers.ledgers import Ledgers
 from infra.db import conninfo, migrate
 from infra.eventstore import open_app
+from infra.settings import Settings
 
 BASELINE = "baseline: raw single-row commits"
 ONE_WRITER = "Ledgers.debit, 1 writer"
@@ -206,6 +208,22 @@ def audit(app: Ledgers, events: int, rounds: int) -> dict[str, float]:
     return best
 
 
+def audit_as_cli(
+    app: Ledgers, url: str, schema: str, events: int, rounds: int, workers: int
+) -> float:
+    """Best of ``rounds``: what `gpucloud ledger verify --workers N` does (batched stream
+    reads, worker processes), timed whole: start of the workers included."""
+    settings = Settings(DATABASE_URL=url, GPUCLOUD_DB_SCHEMA=schema)
+    ids, best = list(app.ledger_ids()), float("inf")
+    for _ in range(rounds):
+        with Stopwatch() as clock:
+            report = verify_all(app, settings, ids, workers, quiet=True)
+        if not report.ok or report.events != events:
+            console.print(f"[red]  verify: {report.events} events, {report.first_problem}[/]")
+        best = min(best, clock.seconds)
+    return best
+
+
 def verdict(ok: bool) -> str:
     return "[green]PASS[/]" if ok else "[red]MISS[/]"
 
@@ -249,9 +267,16 @@ def verify_section(url: str, events: int, ledgers: int, rounds: int) -> dict[str
                 store_history(app, ledgers, per_ledger)
             rate_line("store history (batched saves)", total, storing.seconds, "events", None)
             best = audit(app, total, rounds)
+            cli = {w: audit_as_cli(app, url, schema, total, rounds, w) for w in (1, 2)}
         finally:
             app.close()
+    for workers, seconds in cli.items():
+        rate_line(
+            f"`ledger verify` path, {workers} process(es): batched reads + verify",
+            total, seconds, "events", None,
+        )  # fmt: skip
     return {
+        "verify (CLI)": total / min(cli.values()),
         "read + verify": rate_line(
             "read every stream + verify()", total, best["read"] + best["verify"], "events", None
         ),
@@ -279,7 +304,7 @@ def run(postings: int, tenants: int, rounds: int, events: int, ledgers: int) -> 
         f"  postings goal >= {POSTINGS_GOAL:,}/s and >= {RATIO_GOAL}x raw commits "
         f"({base:,.0f}/s): " + "; ".join(parts)
     )
-    whole_rate, alone = audits["read + verify"], audits["verify"]
+    whole_rate, alone = audits["verify (CLI)"], audits["verify"]
     console.print(
         f"  verify goal >= {VERIFY_GOAL:,} events/s: read + verify {whole_rate:,.0f}/s "
         f"{verdict(whole_rate >= VERIFY_GOAL)}; verify() alone {alone:,.0f}/s "

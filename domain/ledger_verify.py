@@ -97,6 +97,13 @@ def verify(
         summaries.append(summary)
         if on_ledger is not None:
             on_ledger(summary)
+    return report_of(summaries)
+
+
+def report_of(summaries: Iterable[LedgerSummary]) -> Report:
+    """The report over ledgers verified one by one, in any grouping (workers, batches): the
+    first problem is the first in the order given; the digest does not depend on order."""
+    summaries = list(summaries)
     problems = [s.problem for s in summaries if s.problem is not None]
     return Report(
         tuple(summaries),

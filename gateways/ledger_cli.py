@@ -12,47 +12,46 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import typer
-from rich.progress import Progress
 
 from domain.ledger_hash import ledger_id_of
-from domain.ledger_verify import LedgerStream, Report, verify
-from gateways.cli_common import DataDir, JsonOut, err, fail, settings_for
+from domain.ledger_verify import LedgerStream, Report
+from gateways import audit
+from gateways.cli_common import DataDir, JsonOut, fail, settings_for
 from gateways.output import show
-from handlers.ledgers import Ledgers
 from infra.bootstrap import build_system
 
 ledger_app = typer.Typer(help="Audit the ledger from the event store.", no_args_is_help=True)
 Tenant = Annotated[UUID | None, typer.Option("--tenant", help="One tenant's ledger only.")]
 
 
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=32, help="Processes reading and checking streams (default: CPUs, at most 4)."
+    ),
+]
+
+
 @ledger_app.command("verify")
 def verify_command(
-    tenant: Tenant = None, data_dir: DataDir = None, json_out: JsonOut = False
+    tenant: Tenant = None,
+    workers: Workers = None,
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Replay every ledger stream: hashes, chain, balances, invariants. Exit 1 on a problem."""
-    system = build_system(settings_for(data_dir))
+    settings = settings_for(data_dir)
+    system = build_system(settings)
     try:
-        report = _verify(system.ledgers, tenant, json_out)
+        ids = [ledger_id_of(tenant)] if tenant else list(system.ledgers.ledger_ids())
+        if tenant and not system.ledgers.streams(ids)[0].events:
+            fail(f"no ledger for tenant {tenant}: check the tenant id")
+        report = audit.verify_all(system.ledgers, settings, ids, workers, json_out)
     finally:
         system.close_write_side()
     _report(report, json_out)
     if not report.ok:
         raise typer.Exit(1)
-
-
-def _verify(ledgers: Ledgers, tenant: UUID | None, quiet: bool) -> Report:
-    ids = [ledger_id_of(tenant)] if tenant else list(ledgers.ledger_ids())
-    with Progress(console=err, disable=quiet) as bar:
-        task = bar.add_task("verifying ledgers", total=len(ids))
-        streams = (ledgers.stream(i) for i in ids)
-        return verify(_nonempty(streams), on_ledger=lambda *_: bar.advance(task))
-
-
-def _nonempty(streams: Any) -> Any:
-    for stream in streams:
-        if not stream.events:
-            fail(f"no ledger {stream.ledger_id}: check the tenant id")
-        yield stream
 
 
 def _report(report: Report, json_out: bool) -> None:

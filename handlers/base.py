@@ -116,7 +116,7 @@ class ContextApplication(Application[UUID]):
         statement = (  # LATERAL: one index range scan per id, never a scan of the table
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
             "FROM unnest(%s::uuid[], %s::bigint[]) AS c(id, v) CROSS JOIN LATERAL ("
-            f"SELECT * FROM {_table(self.recorder)} t WHERE t.originator_id = c.id "
+            f"SELECT * FROM {table_of(self.recorder)} t WHERE t.originator_id = c.id "
             "AND t.originator_version > c.v ORDER BY t.originator_version) AS e"
         )
         for stored in self._select(self.recorder, statement, [ids, after]):
@@ -131,7 +131,7 @@ class ContextApplication(Application[UUID]):
         statement = (
             "SELECT s.originator_id, s.originator_version, s.topic, s.state "
             "FROM unnest(%s::uuid[]) AS c(id) CROSS JOIN LATERAL ("
-            f"SELECT * FROM {_table(recorder)} t WHERE t.originator_id = c.id "
+            f"SELECT * FROM {table_of(recorder)} t WHERE t.originator_id = c.id "
             "ORDER BY t.originator_version DESC LIMIT 1) AS s"
         )
         snapshots = (
@@ -173,6 +173,6 @@ class ContextApplication(Application[UUID]):
         return Written(aggregate.id, aggregate.version, created=True)
 
 
-def _table(recorder: Any) -> str:
+def table_of(recorder: Any) -> str:
     """A recorder's table, schema-qualified and quoted (names eventsourcing made: no quotes)."""
     return f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'

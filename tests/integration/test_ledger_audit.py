@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
+from domain.ledger_hash import ledger_id_of
 from infra.bootstrap import build_system
 from infra.settings import Settings
 from tests.support import gpucloud
@@ -89,3 +90,42 @@ def test_a_statement_gives_the_balance_as_it_stood_at_an_instant(settings: Setti
 def test_verify_of_an_unknown_tenant_is_a_clear_error(settings: Settings) -> None:
     answer = gpucloud(settings, "ledger", "verify", "--tenant", str(uuid4()))
     assert answer.returncode == 2 and "check the tenant id" in answer.stderr
+
+
+def many_ledgers(settings: Settings, count: int) -> list[UUID]:
+    """``count`` tenants' ledgers with a few postings each, saved in bulk."""
+    from domain.ledger import Ledger
+
+    tenants = [uuid4() for _ in range(count)]
+    system = build_system(settings)
+    try:
+        for start in range(0, count, 50):
+            group = [Ledger.open(t, T0) for t in tenants[start : start + 50]]
+            for ledger in group:
+                ledger.credit("pay-1", 5_000_000, T0)
+                ledger.debit("use-1", 1_234_567, T0 + timedelta(hours=1))
+            system.ledgers.save(*group)
+    finally:
+        system.close_write_side()
+    return tenants
+
+
+def test_worker_processes_give_the_same_report_and_catch_a_change(settings: Settings) -> None:
+    tenants = many_ledgers(settings, 130)  # three batches
+    alone = gpucloud(settings, "ledger", "verify", "--workers", "1", "--json")
+    parallel = gpucloud(settings, "ledger", "verify", "--workers", "2", "--json")
+    assert alone.returncode == parallel.returncode == 0, parallel.stderr
+    one, two = json.loads(alone.stdout), json.loads(parallel.stdout)
+    assert (two["ledgers"], two["events"]) == (130, 390)
+    assert two["digest"] == one["digest"] and two["balances"] == one["balances"]
+
+    stored(
+        settings,
+        "UPDATE ledger_events SET state = convert_to(replace(convert_from(state, 'UTF8'), "
+        "'1234567', '1234568'), 'UTF8') WHERE originator_version = 3 AND originator_id = %s",
+        ledger_id_of(tenants[120]),  # in the third batch, checked by a worker
+    )
+    tampered = gpucloud(settings, "ledger", "verify", "--workers", "2", "--json")
+    assert tampered.returncode == 1
+    problem = json.loads(tampered.stdout)["first_problem"]
+    assert "event 3" in problem and str(ledger_id_of(tenants[120])) in problem

@@ -1,0 +1,68 @@
+"""`ledger verify` over many ledgers: streams read in batches (one query per batch) and checked
+in worker processes; each ledger is checked on its own, so the report is the same whatever
+the split (the digest does not depend on order; the first problem is the first in id order).
+
+Reading is bound by decoding the stored JSON in Python, so worker processes, each with its own
+connection, are what scales it; the parent only merges summaries.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from uuid import UUID
+
+from rich.progress import Progress
+
+from domain.ledger_verify import LedgerSummary, Report, report_of, verify_stream
+from gateways.cli_common import err
+from handlers.ledgers import Ledgers
+from infra.eventstore import postgres_env
+from infra.settings import Settings
+
+BATCH = 50  # ledgers per query
+PARALLEL_FROM = 200  # fewer ledgers than this are checked in this process
+_worker: Ledgers | None = None
+
+
+def verify_all(
+    ledgers: Ledgers, settings: Settings, ids: list[UUID], workers: int | None, quiet: bool
+) -> Report:
+    batches = [ids[i : i + BATCH] for i in range(0, len(ids), BATCH)]
+    count = workers or (min(4, os.cpu_count() or 1) if len(ids) >= PARALLEL_FROM else 1)
+    summaries: list[LedgerSummary] = []
+    with Progress(console=err, disable=quiet) as bar:
+        task = bar.add_task("verifying ledgers", total=len(ids))
+        for done in _checked(ledgers, settings, batches, count):
+            summaries.extend(done)
+            bar.advance(task, len(done))
+    return report_of(summaries)
+
+
+def _checked(
+    ledgers: Ledgers, settings: Settings, batches: list[list[UUID]], workers: int
+) -> Iterator[list[LedgerSummary]]:
+    if workers == 1 or len(batches) <= 1:
+        yield from (_check(ledgers, batch) for batch in batches)
+        return
+    env = postgres_env(settings.database_url or "", settings.db_schema)
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_open, initargs=(env,)
+    ) as pool:
+        yield from pool.map(_check_in_worker, batches)  # in order: the first problem stays first
+
+
+def _check(ledgers: Ledgers, batch: list[UUID]) -> list[LedgerSummary]:
+    return [verify_stream(stream) for stream in ledgers.streams(batch)]
+
+
+def _open(env: dict[str, str]) -> None:
+    global _worker
+    _worker = Ledgers(env={**env, "CREATE_TABLE": "n"})  # the tables exist: no DDL race
+
+
+def _check_in_worker(batch: list[UUID]) -> list[LedgerSummary]:
+    assert _worker is not None, "the pool's initializer opens the worker's ledgers"
+    return _check(_worker, batch)
