@@ -16,6 +16,7 @@ import logging
 import os
 import shlex
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from uuid import UUID
@@ -42,14 +43,13 @@ def driver_config(system: System) -> DriverConfig:
     config = DriverConfig(
         workspace_root=s.data_dir.resolve() / "instances", username=s.ssh_username
     )
-    changes: dict[str, object] = {}
     if s.instance_command:
-        changes["command"] = tuple(shlex.split(s.instance_command))
+        config = replace(config, command=tuple(shlex.split(s.instance_command)))
     if s.ssh_key_path:
-        changes["client_keys"] = (s.ssh_key_path,)
+        config = replace(config, client_keys=(s.ssh_key_path,))
     if s.ssh_known_hosts:
-        changes["known_hosts"] = s.ssh_known_hosts
-    return DriverConfig(**{**config.__dict__, **changes})
+        config = replace(config, known_hosts=s.ssh_known_hosts)
+    return config
 
 
 def drivers_of(config: DriverConfig) -> Callable[[str], NodeDriver]:

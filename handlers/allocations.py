@@ -171,9 +171,7 @@ class Allocations(ContextApplication):
 
         def decide(session: Session) -> Allocation:
             allocation = session.get(self, Allocation, allocation_id)
-            if allocation.state in allowed and not (
-                allocation.settled and allocation.state in ("failed", "released")
-            ):
+            if allocation.state in allowed and not allocation.settled:  # settled: terminal
                 change(allocation, session)
             return allocation
 

@@ -62,7 +62,7 @@ class Provisioning:
         """Do the next step; returns the state the allocation is in afterwards."""
         allocation = await self._run(self.allocations.allocation, allocation_id)
         step = STEPS.get(allocation.state)
-        if step is None or (allocation.settled and allocation.state in ("failed", "released")):
+        if step is None or allocation.settled:  # settled: terminal, nothing left to give back
             return str(allocation.state)
         after: Allocation | str = await step(self, allocation)
         return after if isinstance(after, str) else str(after.state)
