@@ -59,10 +59,6 @@ class SkuUnavailableError(DomainError):
     """The SKU is not offered (deactivated, or not in the region asked for)."""
 
 
-class QuotaExceededError(DomainError):
-    """The tenant would hold more GPUs than its quota allows."""
-
-
 class Allocation(Aggregate):
     TOPIC = "gpucloud.compute.Allocation"
 

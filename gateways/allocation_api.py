@@ -2,9 +2,8 @@
 and the usage windows they were billed.
 
 A request needs an ``Idempotency-Key``: the same key and body give the same allocation, however
-often the client retries. The quota check reads the read model (GPUs of the tenant's live
-allocations); the runway hold and the allocation are then decided and written together by the
-compute context.
+often the client retries. The quota, the runway hold and the allocation are decided and written
+together by the compute context.
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ from gateways.catalog_api import read_model
 from gateways.commands import dispatch
 from gateways.identity_api import PositionToken
 from infra import metrics
-from projections import allocation_queries as work
 from projections import allocations as read
 
 router = APIRouter(prefix="/v1")
@@ -98,11 +96,9 @@ async def request_allocation(
     runway hold fits the balance. Provisioning then runs asynchronously: follow ``Location``."""
     sys, tenant = system_of(request), _own_tenant(caller)
     s, now = sys.settings, datetime.now(UTC)
-    async with sys.pool.connection() as conn:
-        in_use = await work.gpus_in_use(conn, tenant)
     command = partial(
         sys.compute.request, tenant_id=tenant, sku_id=body.sku_id, region=body.region,
-        count=body.count, name=body.name, key=idempotency_key, now=now, gpus_in_use=in_use,
+        count=body.count, name=body.name, key=idempotency_key, now=now,
         quota_gpus=s.tenant_gpu_quota, runway_minutes=s.runway_minutes,
     )  # fmt: skip
     written = await dispatch(command, caller.actor, s.command_timeout)

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from domain.allocation import InvalidTransitionError, QuotaExceededError, SkuUnavailableError
+from domain.allocation import InvalidTransitionError, SkuUnavailableError
 from domain.catalog import CapacityExhaustedError
 from domain.errors import (
     DomainError,
@@ -26,6 +26,7 @@ from domain.ledger_terms import (
     HoldNotOpenError,
     InsufficientFundsError,
 )
+from domain.quota import QuotaExceededError
 from projections.pagination import InvalidPageRequestError
 
 TYPE_BASE = "https://gpucloud.dev/problems/"

@@ -24,12 +24,13 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from domain.allocation import Allocation, QuotaExceededError, SkuUnavailableError
+from domain.allocation import Allocation, SkuUnavailableError
 from domain.catalog import CapacityExhaustedError, Node, Sku
 from domain.errors import NotFoundError, ValidationFailedError
 from domain.ledger import Ledger
 from domain.ledger_hash import hold_id_of, ledger_id_of
 from domain.ledger_terms import OPEN, InsufficientFundsError
+from domain.quota import GpuQuota
 from handlers.base import ContextApplication, Written, id_for_key, request_hash, same_request
 from handlers.unit_of_work import AtomicSave, Session, UnitOfWork
 
@@ -52,7 +53,7 @@ class Allocations(ContextApplication):
 
     def request(
         self, *, tenant_id: UUID, sku_id: UUID, region: str, count: int, name: str | None,
-        key: str, now: datetime, gpus_in_use: int, quota_gpus: int, runway_minutes: int,
+        key: str, now: datetime, quota_gpus: int, runway_minutes: int,
         deadline_seconds: int | None = None,
     ) -> Written:  # fmt: skip
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
@@ -64,16 +65,12 @@ class Allocations(ContextApplication):
             return same_request(existing, digest)
         sku = self._sku(sku_id, region)
         gpus = sku.gpus * count
-        if gpus_in_use + gpus > quota_gpus:
-            raise QuotaExceededError(
-                f"{gpus} more GPUs would exceed the tenant's quota of {quota_gpus} "
-                f"({gpus_in_use} in use): release an allocation or ask ops to raise the quota"
-            )
         runway = -(-sku.price_per_gpu_hour * gpus * runway_minutes // 60)
         deadline = deadline_seconds or sku.provision_deadline_seconds
 
         def admit(session: Session) -> Written:
             hold_id = self._hold(session, tenant_id, allocation_id, runway, now, deadline)
+            self._quota(session, tenant_id).reserve(allocation_id, gpus, quota_gpus)
             allocation = Allocation.request(
                 allocation_id, tenant_id, sku.id, region, gpus, sku.price_per_gpu_hour,
                 name or f"{sku.name} x{count}", digest, now, deadline, hold_id,
@@ -221,7 +218,14 @@ class Allocations(ContextApplication):
         if hold is not None and hold.state == OPEN:
             ledger.void(f"runway-void:{allocation.id}", allocation.hold_id, now)
 
+    def _quota(self, session: Session, tenant_id: UUID) -> GpuQuota:
+        found = session.find(self, GpuQuota, GpuQuota.create_id(tenant_id))
+        return found or session.add(self, GpuQuota(tenant_id=tenant_id))
+
     def _settle(self, session: Session, allocation: Allocation, now: datetime) -> None:
+        quota = session.find(self, GpuQuota, GpuQuota.create_id(allocation.tenant_id))
+        if quota is not None:
+            quota.free(allocation.id)
         if allocation.node_id is not None:
             session.get(self.inventory, Node, allocation.node_id).release(allocation.claim_id)
         self._void_hold(session, allocation, now)

@@ -14,9 +14,11 @@ from uuid import UUID
 from pydantic import ConfigDict, Field
 
 from domain.allocation import Allocation
+from domain.quota import GpuQuota
 from infra.wire import WireEvent, WireModel, published
 
 ALLOCATION_TOPIC = "compute.allocation.v1"
+QUOTA_TOPIC = "compute.quota.v1"
 FailureReason = Literal[
     "no_capacity", "provisioning_timeout", "provider_error", "insufficient_funds", "instance_lost"
 ]  # domain.allocation.FAILURE_REASONS (a unit test keeps them equal)
@@ -95,6 +97,25 @@ class AllocationWindowBilledV1(AllocationEvent):
     posting_key: str | None
 
 
+class GpuQuotaChangeV1(WireModel):
+    """GPUs of a tenant's quota were reserved for an allocation (admission) or freed by it
+    (settlement); ``opened`` starts a tenant's quota with nothing in use (ce_type says which)."""
+
+    model_config = ConfigDict(title="GpuQuotaChange")
+    schema_version: Literal[1] = 1
+    quota_id: UUID
+    tenant_id: UUID
+    allocation_id: UUID | None = None
+    gpus: int = Field(default=0, ge=0)
+    at: datetime
+
+
+def _quota(ce_type: str) -> WireEvent:
+    return published(
+        f"quota.{ce_type}", QUOTA_TOPIC, GpuQuotaChangeV1, "quota_id", lambda e: e.tenant_id
+    )
+
+
 def _on(ce_type: str, model: type[WireModel]) -> WireEvent:
     return published(
         f"allocation.{ce_type}", ALLOCATION_TOPIC, model, "allocation_id",
@@ -103,7 +124,8 @@ def _on(ce_type: str, model: type[WireModel]) -> WireEvent:
 
 
 _allocation: Any = Allocation
-COMPUTE_WIRE: dict[type[Any], WireEvent] = {
+_quota_class: Any = GpuQuota
+ALLOCATION_WIRE: dict[type[Any], WireEvent] = {
     _allocation.Requested: _on("requested", AllocationRequestedV1),
     _allocation.Reserved: _on("reserved", AllocationReservedV1),
     _allocation.ProvisioningStarted: _on("provisioning_started", AllocationStepV1),
@@ -115,3 +137,9 @@ COMPUTE_WIRE: dict[type[Any], WireEvent] = {
     _allocation.WindowBilled: _on("window_billed", AllocationWindowBilledV1),
     _allocation.Settled: _on("settled", AllocationStepV1),
 }
+QUOTA_WIRE: dict[type[Any], WireEvent] = {
+    _quota_class.Opened: _quota("opened"),
+    _quota_class.Reserved: _quota("reserved"),
+    _quota_class.Freed: _quota("freed"),
+}
+COMPUTE_WIRE = {**ALLOCATION_WIRE, **QUOTA_WIRE}

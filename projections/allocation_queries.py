@@ -27,17 +27,6 @@ async def running_allocations(conn: AsyncConnection[Any], tenant_id: UUID | None
     return [row[0] for row in await cur.fetchall()]
 
 
-async def gpus_in_use(conn: AsyncConnection[Any], tenant_id: UUID | None) -> int:
-    """GPUs the tenant holds or is about to: every allocation not failed or released."""
-    cur = await conn.execute(
-        f"SELECT COALESCE(sum(gpu_count), 0) FROM allocations WHERE {HOLDING} "
-        "AND (%s::uuid IS NULL OR tenant_id = %s::uuid)",
-        (tenant_id, tenant_id),
-    )
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
-
-
 async def billable_allocations(
     conn: AsyncConnection[Any],
     limit: int,

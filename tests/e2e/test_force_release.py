@@ -78,7 +78,7 @@ async def _two_running(system: System) -> tuple[UUID, list[UUID]]:
     allocations = [
         system.compute.request(
             tenant_id=tenant, sku_id=sku, region="eu-west-1", count=1, name=None, key=key,
-            now=now, gpus_in_use=0, quota_gpus=16, runway_minutes=1, deadline_seconds=60,
+            now=now, quota_gpus=16, runway_minutes=1, deadline_seconds=60,
         ).id
         for key in ("a", "b")
     ]  # fmt: skip

@@ -83,7 +83,7 @@ async def _requested(system: System) -> tuple[UUID, UUID]:
     await eventually(node_visible)
     allocation = system.compute.request(
         tenant_id=tenant, sku_id=sku, region="eu-west-1", count=1, name=None, key="k",
-        now=now, gpus_in_use=0, quota_gpus=16, runway_minutes=10,
+        now=now, quota_gpus=16, runway_minutes=10,
     ).id  # fmt: skip
     return allocation, node
 

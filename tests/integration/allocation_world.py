@@ -33,7 +33,7 @@ class World:
     def request(self, key: str | None = None, count: int = 1, now: datetime = NOW) -> Written:
         return self.compute.request(
             tenant_id=self.tenant, sku_id=self.sku, region="eu-west-1", count=count,
-            name=None, key=key or secrets.token_hex(8), now=now, gpus_in_use=0,
+            name=None, key=key or secrets.token_hex(8), now=now,
             quota_gpus=64, runway_minutes=10, deadline_seconds=300,
         )  # fmt: skip
 

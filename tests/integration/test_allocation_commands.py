@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import pytest
 
-from domain.allocation import Allocation, QuotaExceededError
+from domain.allocation import Allocation
 from domain.errors import IdempotencyKeyReusedError
 from domain.ledger_terms import InsufficientFundsError
+from domain.quota import QuotaExceededError
+from handlers.base import Written
 from handlers.billing import bill
 from infra.bootstrap import System
-from tests.integration.allocation_world import NOW, PRICE, stage, system
+from tests.integration.allocation_world import NOW, PRICE, World, stage, system
 
 __all__ = ["system"]
 
@@ -42,14 +45,35 @@ def test_no_runway_refuses_and_records_nothing(system: System) -> None:
     assert system.ledgers.balances(world.tenant).held == 0
 
 
-def test_quota_is_enforced(system: System) -> None:
-    world = stage(system, credit=10_000_000)
+def admit(world: World, key: str, count: int, quota: int) -> Written:
+    return world.compute.request(
+        tenant_id=world.tenant, sku_id=world.sku, region="eu-west-1", count=count, name=None,
+        key=key, now=NOW, quota_gpus=quota, runway_minutes=1,
+    )  # fmt: skip
+
+
+def test_the_quota_counts_live_allocations_and_frees_ended_ones(system: System) -> None:
+    world = stage(system, credit=10_000_000, node_gpus=(1,))
+    big = admit(world, "big", 2, quota=2)
     with pytest.raises(QuotaExceededError):
-        world.compute.request(
-            tenant_id=world.tenant, sku_id=world.sku, region="eu-west-1", count=3, name=None,
-            key="q", now=NOW, gpus_in_use=14, quota_gpus=16, runway_minutes=10,
-            deadline_seconds=300,
-        )  # fmt: skip
+        admit(world, "small", 1, quota=2)
+    assert world.compute.place(big.id, world.nodes, NOW) == "failed"  # no node has 2 GPUs
+    assert admit(world, "small", 1, quota=2).created  # the failure gave its GPUs back
+
+
+def test_racing_requests_never_exceed_the_quota(system: System) -> None:
+    world = stage(system, credit=100_000_000)
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda k: _try(world, f"race-{k}"), range(8)))
+    assert outcomes.count("admitted") == 3 and outcomes.count("refused") == 5
+
+
+def _try(world: World, key: str) -> str:
+    try:
+        admit(world, key, 1, quota=3)
+    except QuotaExceededError:
+        return "refused"
+    return "admitted"
 
 
 def test_no_capacity_fails_and_voids_the_hold(system: System) -> None:
@@ -89,7 +113,7 @@ def test_a_short_window_takes_what_is_left_and_forces_the_release(system: System
     world = stage(system, credit=200_000)  # 200 GPU-seconds; the hold needs 600,000: skip it
     a = world.compute.request(
         tenant_id=world.tenant, sku_id=world.sku, region="eu-west-1", count=1, name=None,
-        key="k", now=NOW, gpus_in_use=0, quota_gpus=16, runway_minutes=0, deadline_seconds=300,
+        key="k", now=NOW, quota_gpus=16, runway_minutes=0, deadline_seconds=300,
     ).id  # fmt: skip
     world.compute.place(a, world.nodes, NOW)
     world.compute.start_provisioning(a, NOW)

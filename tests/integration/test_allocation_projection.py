@@ -284,7 +284,7 @@ async def test_usage_pages_in_order_and_stays_in_its_tenant(conn: AsyncConnectio
         await list_usage(conn, PageRequest(tenant, {"tenant_id": theirs.tenant_id}))
 
 
-async def test_workers_see_running_gpus_in_use_and_what_to_bill(conn: AsyncConnection[Any]) -> None:
+async def test_workers_see_what_runs_and_what_to_bill(conn: AsyncConnection[Any]) -> None:
     tenant = uuid4()
     runs, waiting, done = running(tenant), requested(tenant), released(tenant)
     unbilled = running(tenant)
@@ -296,7 +296,6 @@ async def test_workers_see_running_gpus_in_use_and_what_to_bill(conn: AsyncConne
 
     assert await q.running_allocations(conn, tenant) == [runs.id]
     assert await q.running_allocations(conn, uuid4()) == []
-    assert await q.gpus_in_use(conn, tenant) == 6  # running, requested, releasing
     later = END + timedelta(minutes=1)  # runs has closed minutes to bill by then
     due = await q.billable_allocations(conn, 10, later)
     assert sorted(a for _, a in due) == sorted([runs.id, unbilled.id])

@@ -10,7 +10,14 @@ from uuid import uuid4
 import pytest
 
 from domain.allocation import FAILURE_REASONS, Allocation
-from infra.compute_messages import ALLOCATION_TOPIC, COMPUTE_WIRE, FailureReason
+from domain.quota import GpuQuota
+from infra.compute_messages import (
+    ALLOCATION_TOPIC,
+    ALLOCATION_WIRE,
+    QUOTA_TOPIC,
+    QUOTA_WIRE,
+    FailureReason,
+)
 from infra.messages import BY_CE_TYPE, WIRE
 
 NOW = datetime(2026, 11, 28, 12, 0, 30, 250_000, tzinfo=UTC)
@@ -66,14 +73,14 @@ EVENTS = lifecycle_events()
 
 
 def test_the_lifecycles_cover_every_allocation_event() -> None:
-    assert {type(e) for _, e in EVENTS} == set(COMPUTE_WIRE)
+    assert {type(e) for _, e in EVENTS} == set(ALLOCATION_WIRE)
 
 
 @pytest.mark.parametrize(("allocation", "event"), EVENTS, ids=lambda v: type(v).__name__)
 def test_each_event_maps_to_a_valid_payload_of_its_model(
     allocation: Allocation, event: Any
 ) -> None:
-    wire = COMPUTE_WIRE[type(event)]
+    wire = ALLOCATION_WIRE[type(event)]
     payload = wire.payload(event)
 
     assert isinstance(payload, wire.model)
@@ -86,18 +93,18 @@ def test_each_event_maps_to_a_valid_payload_of_its_model(
 
 
 def test_wire_types_are_allocation_events_on_the_compute_topic() -> None:
-    names = {w.ce_type for w in COMPUTE_WIRE.values()}
+    names = {w.ce_type for w in ALLOCATION_WIRE.values()}
     steps = (
         "requested", "reserved", "provisioning_started", "running", "failed",
         "release_requested", "released", "release_failed", "window_billed", "settled",
     )  # fmt: skip
     assert names == {f"cloud.gpu.allocation.{s}.v1" for s in steps}
-    assert {w.kafka_topic for w in COMPUTE_WIRE.values()} == {ALLOCATION_TOPIC}
-    assert all(WIRE[t] is w and BY_CE_TYPE[w.ce_type] is w for t, w in COMPUTE_WIRE.items())
+    assert {w.kafka_topic for w in ALLOCATION_WIRE.values()} == {ALLOCATION_TOPIC}
+    assert all(WIRE[t] is w and BY_CE_TYPE[w.ce_type] is w for t, w in ALLOCATION_WIRE.items())
 
 
 def test_requested_and_billed_payloads_carry_their_terms() -> None:
-    by_type = {type(e).__name__: COMPUTE_WIRE[type(e)].payload(e) for _, e in EVENTS}
+    by_type = {type(e).__name__: ALLOCATION_WIRE[type(e)].payload(e) for _, e in EVENTS}
     request = by_type["Requested"].model_dump()
     assert (request["gpus"], request["price_per_gpu_hour"]) == (2, 2_000_000)
     assert (request["deadline_seconds"], request["hold_id"]) == (300, "hold-1")
@@ -108,3 +115,19 @@ def test_requested_and_billed_payloads_carry_their_terms() -> None:
 
 def test_failure_reasons_on_the_wire_are_the_domains() -> None:
     assert get_args(FailureReason) == FAILURE_REASONS
+
+
+def test_quota_events_carry_the_tenant_and_the_allocation() -> None:
+    tenant, allocation = uuid4(), uuid4()
+    quota = GpuQuota(tenant_id=tenant)
+    quota.reserve(allocation, 2, limit=4)
+    quota.reserve(allocation, 2, limit=4)  # again: nothing new
+    quota.free(allocation)
+    events = quota.collect_events()
+    payloads = [QUOTA_WIRE[type(e)].payload(e).model_dump() for e in events]
+    assert [QUOTA_WIRE[type(e)].ce_type for e in events] == [
+        "cloud.gpu.quota.opened.v1", "cloud.gpu.quota.reserved.v1", "cloud.gpu.quota.freed.v1"
+    ]  # fmt: skip
+    assert all(p["tenant_id"] == tenant and p["quota_id"] == quota.id for p in payloads)
+    assert [(p["allocation_id"], p["gpus"]) for p in payloads[1:]] == [(allocation, 2)] * 2
+    assert {w.kafka_topic for w in QUOTA_WIRE.values()} == {QUOTA_TOPIC}
