@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, NoReturn
@@ -88,6 +89,16 @@ class Ledger(Aggregate):
         stored["originator_topic"] = cls.TOPIC  # the library stores it in Opened
         digest = canonical_hash(ledger_id_of(tenant_id), 1, "Opened", stored, ZERO_HASH)
         return cls(tenant_id, floor, now, timestamp=now, prev_hash=ZERO_HASH, hash=digest)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Ledger:
+        """The repository deep-copies a cached ledger for every command. Every value a ledger
+        holds is immutable (numbers, strings, frozen Receipt / Rejection / Hold), so copying its
+        dicts is a deep copy, and ~35x cheaper than walking them (10,000 outcomes: 0.2 ms
+        instead of 7 ms): the cost that otherwise grows with every posting ever made."""
+        clone = copy.copy(self)
+        clone.holds, clone.outcomes = dict(self.holds), dict(self.outcomes)
+        clone._pending_events = list(self._pending_events)
+        return clone
 
     @property
     def available(self) -> int:

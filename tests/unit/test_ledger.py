@@ -665,3 +665,21 @@ def test_the_stored_streams_verify_and_the_ids_are_listed(ledgers: Ledgers) -> N
 
     assert ids == [ledger_id_of(tenant) for tenant in tenants]
     assert (report.ok, report.events, [s.posted for s in report.ledgers]) == (True, 8, [0, 0])
+
+
+def test_a_deep_copy_of_a_ledger_shares_no_mutable_state() -> None:
+    """The repository hands out deep copies of cached ledgers: deciding on a copy must leave
+    the cached one as it was."""
+    import copy
+
+    ledger = Ledger.open(uuid4(), NOW)
+    ledger.credit("pay", 1_000, NOW)
+    held = ledger.hold("h", 100, NOW + timedelta(hours=1), NOW)
+    ledger.collect_events()
+    clone = copy.deepcopy(ledger)
+    clone.debit("use", 10, NOW)
+    assert held.hold_id is not None
+    clone.capture("cap", held.hold_id, None, NOW)
+    assert (ledger.posted, ledger.held, ledger.version) == (1_000, 100, 3)
+    assert "use" not in ledger.outcomes and ledger.holds[held.hold_id].state == "open"
+    assert ledger.pending_events == [] and len(clone.pending_events) == 2
