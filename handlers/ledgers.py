@@ -11,9 +11,9 @@ that the races between processes need.
 A refusal (insufficient funds, a closed hold) is itself recorded (``PostingRejected``) and
 saved, under the same retry, before the domain error is raised; its replay raises it again.
 
-Loading a ledger replays its stream, so a command costs time in proportion to the ledger's
-history: the application keeps the last 1,000 ledgers it used in memory (override with
-``LEDGER_AGGREGATE_CACHE_MAXSIZE``) and reads only their new events on the next command.
+Loading a ledger replays its stream from its latest snapshot (one every 200 events), and the
+application keeps the last 1,000 ledgers it used in memory (override with
+``LEDGER_AGGREGATE_CACHE_MAXSIZE``), reading only their new events on the next command.
 
 Only ``credit`` opens a ledger that is not open yet (with floor 0): money that arrives must not
 bounce for want of a ledger. Every other command raises ``NotFoundError`` on an unknown ledger.
@@ -25,17 +25,17 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
 
 from domain.errors import DomainError, NotFoundError, ValidationFailedError
 from domain.ledger import Ledger
 from domain.ledger_hash import ledger_id_of
-from domain.ledger_terms import Balances, Receipt
+from domain.ledger_terms import Balances, Hold, Receipt, Rejection
 from domain.ledger_verify import LedgerStream, StoredLedgerEvent
 from handlers.base import ContextApplication, Written, table_of
 
@@ -54,11 +54,33 @@ class _Refused:
     error: DomainError
 
 
+class _AsFields(Transcoding):
+    """A frozen value of the ledger's (Receipt, Rejection, Hold) stored as its fields: what a
+    ledger snapshot needs to hold its outcomes and holds. Events never carry these."""
+
+    def __init__(self, kind: type[Any]) -> None:
+        self.type, self.name = kind, f"ledger_{kind.__name__.lower()}"
+
+    def encode(self, obj: Any) -> dict[str, Any]:
+        return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+    def decode(self, data: dict[str, Any]) -> Any:
+        return self.type(**data)
+
+
 class Ledgers(ContextApplication):
     """The ledger context's application: one notification log, relayed to ledger.* topics."""
 
     name = "ledger"
     env = {"AGGREGATE_CACHE_MAXSIZE": "1000"}  # see the module docstring
+    # A ledger's history grows with every posting (a usage window a minute per allocation):
+    # a process that did not cache it starts from its latest snapshot, not from event 1.
+    snapshotting_intervals = {Ledger: 200}
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        for kind in (Receipt, Rejection, Hold):
+            transcoder.register(_AsFields(kind))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
