@@ -13,7 +13,7 @@ import pytest
 from domain.ledger import Ledger
 from domain.ledger_hash import ledger_id_of
 from domain.ledger_terms import InsufficientFundsError
-from handlers.ledgers import Ledgers
+from handlers.ledgers import SNAPSHOT_EVERY, Ledgers
 from infra.db import migrate
 from infra.eventstore import open_app
 from infra.settings import Settings
@@ -28,9 +28,9 @@ def test_a_ledger_loads_from_its_snapshot_as_it_would_replay(settings: Settings)
     writer = open_app(Ledgers, url, schema)
     tenant = uuid4()
     try:
-        writer.credit(tenant, "pay", 1_000, NOW)
+        writer.credit(tenant, "pay", 10_000, NOW)
         hold = writer.hold(tenant, "runway", 50, NOW + timedelta(hours=1), NOW)
-        for k in range(230):  # past the snapshot interval (200)
+        for k in range(SNAPSHOT_EVERY + 30):  # past the snapshot interval
             writer.debit(tenant, f"use-{k}", 3, NOW + timedelta(seconds=k))
         with pytest.raises(InsufficientFundsError):
             writer.debit(tenant, "too-much", 10_000, NOW)  # a refusal is remembered too
@@ -47,7 +47,7 @@ def test_a_ledger_loads_from_its_snapshot_as_it_would_replay(settings: Settings)
         assert loaded.outcomes == replayed.outcomes and loaded.holds == replayed.holds
         assert loaded.last_hash == replayed.last_hash
         again = fresh.debit(tenant, "use-7", 3, NOW + timedelta(seconds=7))
-        assert again.replayed and loaded.balances().posted == 1_000 - 3 * 230
+        assert again.replayed and loaded.balances().posted == 10_000 - 3 * (SNAPSHOT_EVERY + 30)
         with pytest.raises(InsufficientFundsError):
             fresh.debit(tenant, "too-much", 10_000, NOW)
         assert hold.hold_id in fresh.ledger(tenant).holds
