@@ -134,8 +134,9 @@ class Ledger(Aggregate):
             return replayed
         self._cover(key, "debit", request, amount, now)
         return self._post(
-            self.Debited, key, request, (self.cash, REVENUE, amount), now, remainder=0
-        )
+            self.Debited, key, request, (self.cash, REVENUE, amount), now, remainder=0,
+            forget=False,
+        )  # fmt: skip
 
     def debit_up_to(self, key: str, amount: int, now: datetime) -> Receipt:
         """The last usage window: take what is left above the floor; report the remainder."""
@@ -143,13 +144,32 @@ class Ledger(Aggregate):
         request = self._request(key, now, "debit_up_to", amount=amount)
         if (replayed := self._replay(key, request)) is not None:
             return replayed
+        self._take(key, request, amount, now, forget=False)
+        return self._receipt(key)
+
+    def charge_usage(self, key: str, amount: int, now: datetime) -> Receipt:
+        """One usage window: like ``debit_up_to``, at most what is above the floor, but its key
+        is not kept among the outcomes. The caller makes each window once-only (billing records
+        the allocation's ``WindowBilled`` in the same transaction), and a ledger billed every
+        minute would otherwise keep an outcome per window forever. ``ledger verify`` still
+        checks that no key is used twice."""
+        amount = check_amount(amount)
+        request = self._request(key, now, "debit_up_to", amount=amount)
+        taken = self._take(key, request, amount, now, forget=True)
+        return Receipt(self.id, key, "debit", request, self.version, self.last_hash, taken,
+                       amount - taken)  # fmt: skip
+
+    def _take(self, key: str, request: str, amount: int, now: datetime, forget: bool) -> int:
+        """Debit what is above the floor, up to ``amount``; a shortfall when nothing is."""
         taken = max(0, min(amount, self.available - self.floor))
         if taken == 0:
             fields = dict(key=key, kind="debit", request_hash=request, remainder=amount)
-            self._emit(self.DebitShortfall, now, fields)
-            return self._receipt(key)
-        legs = (self.cash, REVENUE, taken)
-        return self._post(self.Debited, key, request, legs, now, remainder=amount - taken)
+            self._emit(self.DebitShortfall, now, {**fields, "forget": forget})
+        else:
+            legs = (self.cash, REVENUE, taken)
+            self._move(self.Debited, key, request, legs, now, remainder=amount - taken,
+                       forget=forget)  # fmt: skip
+        return taken
 
     def hold(self, key: str, amount: int, expires_at: datetime, now: datetime) -> Receipt:
         """Reserve ``amount`` until ``expires_at``: it leaves available; nothing is posted.

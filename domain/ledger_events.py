@@ -79,9 +79,11 @@ class Debited(Posting):
 
     TOPIC, KIND = T + "Debited", "debit"
     remainder: int
+    forget: bool = False  # a usage window's charge: its key is not kept (Ledger.charge_usage)
 
     def remember(self, ledger: Ledger, remainder: int = 0, hold_id: str | None = None) -> None:
-        super().remember(ledger, self.remainder)
+        if not self.forget:
+            super().remember(ledger, self.remainder)
 
 
 class Refunded(Posting):
@@ -151,8 +153,11 @@ class DebitShortfall(Chained):
     kind: str
     request_hash: str
     remainder: int
+    forget: bool = False  # as on Debited
 
     def change(self, ledger: Ledger) -> None:
+        if self.forget:
+            return
         answer = (self.kind, self.request_hash, self.originator_version, self.hash, 0)
         ledger.outcomes[self.key] = Receipt(ledger.id, self.key, *answer, self.remainder)
 

@@ -88,4 +88,4 @@ def _debit(ledger: Ledger | None, key: str, amount: int, now: datetime) -> int:
     """What the ledger takes of ``amount`` (nothing without a ledger or for a free window)."""
     if amount == 0 or ledger is None:
         return 0
-    return ledger.debit_up_to(key, amount, now).amount
+    return ledger.charge_usage(key, amount, now).amount

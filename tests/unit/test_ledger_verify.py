@@ -263,3 +263,34 @@ def test_an_amount_turned_float_or_bool_changes_the_hash() -> None:
     }
 
     assert len(hashes) == 3
+
+
+def usage_stream(reuse: bool = False) -> tuple[UUID, list[StoredLedgerEvent]]:
+    """Usage windows charged as billing charges them: keys not kept by the ledger."""
+    ledgers = Ledgers(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    tenant = uuid4()
+    ledgers.credit(tenant, "pay-1", 250, NOW)
+    ledger = ledgers.ledger(tenant)
+    charges = [ledger.charge_usage(f"usage:a:{k}", 100, NOW) for k in range(3)]
+    if reuse:  # a broken caller: the same window twice
+        ledger.charge_usage("usage:a:0", 100, NOW)
+    ledgers.save(ledger)
+    assert [(c.amount, c.remainder) for c in charges] == [(100, 0), (100, 0), (50, 50)]
+    assert not any(k.startswith("usage:") for k in ledgers.ledger(tenant).outcomes)
+    return tenant, list(ledgers.stream(ledger_id_of(tenant)).events)
+
+
+def test_usage_charges_verify_and_the_floor_holds() -> None:
+    tenant, events = usage_stream()
+    report = verify([LedgerStream(ledger_id_of(tenant), events)])
+    assert report.ok, report.first_problem
+    [summary] = report.ledgers
+    assert (summary.posted, summary.available) == (0, 0)
+    assert "DebitShortfall" not in [e.name for e in events]  # 50 of the last was still there
+
+
+def test_a_usage_key_charged_twice_fails_verify() -> None:
+    tenant, events = usage_stream(reuse=True)
+    report = verify([LedgerStream(ledger_id_of(tenant), events)])
+    assert not report.ok and report.first_problem is not None
+    assert "usage:a:0" in str(report.first_problem)
