@@ -170,8 +170,7 @@ def profiled(path: str | None, work: Callable[[], list[BillingPass]]) -> list[Bi
 def total(passes: Sequence[BillingPass]) -> BillingPass:
     out = BillingPass()
     for p in passes:
-        for name in ("allocations", "windows", "debited", "short", "forced"):
-            setattr(out, name, getattr(out, name) + getattr(p, name))
+        out.add(p)
     return out
 
 

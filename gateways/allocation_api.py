@@ -13,7 +13,7 @@ from functools import partial
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from domain.allocation import Allocation
 from domain.errors import NotFoundError
@@ -29,31 +29,16 @@ from gateways.allocation_models import (
     UsageQuery,
     UsageWindowOut,
 )
-from gateways.auth import ANY_ROLE, Guard, readable_tenant, system_of
+from gateways.auth import ANY_ROLE, Guard, own_tenant, readable_tenant, system_of
 from gateways.catalog_api import read_model
 from gateways.commands import dispatch
-from gateways.identity_api import PositionToken
+from gateways.identity_api import PositionToken, RequiredIdempotencyKey
 from infra import metrics
 from projections import allocations as read
 
 router = APIRouter(prefix="/v1")
 Anyone = Annotated[Principal, Depends(ANY_ROLE)]
 Users = Annotated[Principal, Depends(Guard("owner", "member"))]
-RequiredKey = Annotated[
-    str,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        description="required: the same key and body give the same allocation",
-    ),
-]
-
-
-def _own_tenant(caller: Principal) -> UUID:
-    if caller.tenant_id is None:
-        raise NotFoundError("no tenant")
-    return caller.tenant_id
 
 
 def _accepted(response: Response, allocation: Allocation) -> None:
@@ -90,11 +75,11 @@ async def request_allocation(
     request: Request,
     response: Response,
     caller: Users,
-    idempotency_key: RequiredKey,
+    idempotency_key: RequiredIdempotencyKey,
 ) -> AllocationOut:
     """Admit an allocation: the SKU is offered in the region, the tenant's quota holds, and a
     runway hold fits the balance. Provisioning then runs asynchronously: follow ``Location``."""
-    sys, tenant = system_of(request), _own_tenant(caller)
+    sys, tenant = system_of(request), own_tenant(caller)
     s, now = sys.settings, datetime.now(UTC)
     command = partial(
         sys.compute.request, tenant_id=tenant, sku_id=body.sku_id, region=body.region,
@@ -123,7 +108,7 @@ async def release_allocation(
 ) -> AllocationOut:
     """Stop the allocation: billing stops now, the node releases it asynchronously. Releasing
     one that is releasing already is accepted again; a released or failed one is a 409."""
-    sys, tenant = system_of(request), _own_tenant(caller)
+    sys, tenant = system_of(request), own_tenant(caller)
     reason = (body or ReleaseAllocation()).reason
     release = partial(sys.compute.release, allocation_id, reason, datetime.now(UTC), tenant)
     allocation = await dispatch(release, caller.actor, sys.settings.command_timeout)

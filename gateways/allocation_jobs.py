@@ -125,11 +125,7 @@ async def billing_pass(system: System, now: datetime | None = None) -> BillingPa
 
 
 def _add(total: BillingPass, done: BillingPass) -> None:
-    total.allocations += done.allocations
-    total.windows += done.windows
-    total.debited += done.debited
-    total.short += done.short
-    total.forced.extend(done.forced)
+    total.add(done)
     metrics.WINDOWS_BILLED.inc(done.windows)
     metrics.BILLED_MICRO.inc(done.debited)
     metrics.FORCED_RELEASES.inc(len(done.forced))

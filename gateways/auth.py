@@ -94,8 +94,11 @@ def readable_tenant(principal: Principal, asked: UUID | None = None) -> UUID | N
     the one ``asked`` for. Asking for another tenant reads as not found."""
     if asked is not None:
         return tenant_scope(principal, asked, "tenant")
-    if principal.role == OPS:
-        return None
+    return None if principal.role == OPS else own_tenant(principal)
+
+
+def own_tenant(principal: Principal) -> UUID:
+    """The caller's tenant, for commands a tenant issues (an ops key has none)."""
     if principal.tenant_id is None:
         raise NotFoundError("no tenant")
     return principal.tenant_id

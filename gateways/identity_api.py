@@ -22,6 +22,15 @@ from projections.tenants import TENANTS, get_tenant
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
 ]
+RequiredIdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="required: the same key and body again give the same answer",
+    ),
+]
 PositionToken = Annotated[str | None, Header(alias=consistency.HEADER, max_length=500)]
 TenantRole = Literal["owner", "member", "billing", "auditor"]
 router = APIRouter(prefix="/v1")

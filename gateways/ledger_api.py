@@ -8,7 +8,7 @@ from functools import partial
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from domain.identity import Principal
@@ -18,6 +18,7 @@ from domain.tenant import Tenant
 from gateways import consistency
 from gateways.auth import OPS_ONLY, Guard, system_of, tenant_scope
 from gateways.commands import blocking, dispatch
+from gateways.identity_api import RequiredIdempotencyKey
 from gateways.identity_lists import Cursor, Direction, Limit
 from gateways.problems import ProblemError
 from projections import ledger as read
@@ -173,7 +174,7 @@ async def adjust(
     request: Request,
     response: Response,
     caller: Annotated[Principal, Depends(OPS_ONLY)],
-    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
+    idempotency_key: RequiredIdempotencyKey,
 ) -> ReceiptOut:
     """Ops correct a balance with a reason; the same key again answers the same receipt."""
     sys = system_of(request)

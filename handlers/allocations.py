@@ -69,6 +69,8 @@ class Allocations(ContextApplication):
         deadline = deadline_seconds or sku.provision_deadline_seconds
 
         def admit(session: Session) -> Written:
+            if session.find(self, Allocation, allocation_id) is not None:
+                raise _AlreadyAdmitted  # a concurrent request with this key won
             hold_id = self._hold(session, tenant_id, allocation_id, runway, now, deadline)
             self._quota(session, tenant_id).reserve(allocation_id, gpus, quota_gpus)
             allocation = Allocation.request(
@@ -198,8 +200,6 @@ class Allocations(ContextApplication):
         self, session: Session, tenant_id: UUID, allocation_id: UUID, amount: int,
         now: datetime, deadline_seconds: int,
     ) -> str | None:  # fmt: skip
-        if session.find(self, Allocation, allocation_id) is not None:
-            raise _AlreadyAdmitted  # a concurrent request with this key won
         if amount <= 0:
             return None
         ledger = session.find(self.ledgers, Ledger, ledger_id_of(tenant_id))

@@ -41,6 +41,14 @@ class BillingPass:
     short: int = 0  # micro-dollars owed that the ledger could not take
     forced: list[UUID] = field(default_factory=list)
 
+    def add(self, other: BillingPass) -> None:
+        """Count another batch's pass into this one."""
+        self.allocations += other.allocations
+        self.windows += other.windows
+        self.debited += other.debited
+        self.short += other.short
+        self.forced.extend(other.forced)
+
 
 def window_key(allocation_id: UUID, window: Window) -> str:
     return f"usage:{allocation_id}:{window.start:%Y%m%dT%H%M%SZ}"
