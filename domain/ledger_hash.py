@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+import orjson
+
 LEDGER_NAMESPACE = uuid5(NAMESPACE_URL, "https://gpucloud.dev/ledger")
 ZERO_HASH = "0" * 64
 UNHASHED = frozenset({"hash", "prev_hash"})
@@ -63,21 +65,38 @@ def _plain(value: object) -> str:
 _ENCODER = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=_plain
 )
-_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)  # the auditor's hot path: skip the
-if _C_ENCODER is not None:  # per-call set-up of JSONEncoder.encode; the same bytes either way
-    _FAST = _C_ENCODER(
-        None, _plain, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, False
-    )
+# orjson writes the canonical bytes ~4x faster than the standard library (the auditor hashes
+# every event): keys sorted, no whitespace, datetimes through ``_plain``, UUIDs as hyphenated
+# text as ``_plain`` gives them. Where its bytes could differ (non-ASCII text, which it
+# writes as UTF-8; DEL, which it leaves raw; a null, which may be a NaN it wrote as null where the
+# canonical form refuses it; integers beyond 64 bits, non-string keys, types it does not know,
+# which it refuses) the standard library encodes instead. Finite floats, which the two format
+# differently, never occur in a ledger event: amounts are checked integers.
+_ORJSON_OPTIONS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
-def _encode(document: dict[str, object]) -> str:
-    if _C_ENCODER is None:
-        return _ENCODER.encode(document)
-    return "".join(_FAST(document, 0))
+def canonical_bytes(document: Mapping[str, object]) -> bytes:
+    """``document`` encoded as the module docstring says."""
+    try:
+        fast = orjson.dumps(document, default=_plain, option=_ORJSON_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError included
+        fast = b""
+    if fast and fast.isascii() and b"\x7f" not in fast and b"null" not in fast:
+        return fast
+    return _ENCODER.encode(document).encode()
 
 
 def canonical_hash(
-    ledger_id: UUID, version: int, event_name: str, fields: Mapping[str, object], prev_hash: str
+    ledger_id: UUID | str,
+    version: int,
+    event_name: str,
+    fields: Mapping[str, object],
+    prev_hash: str,
 ) -> str:
     document = {
         "event": event_name,
@@ -86,7 +105,7 @@ def canonical_hash(
         "prev_hash": prev_hash,
         "version": version,
     }
-    return hashlib.sha256(_encode(document).encode()).hexdigest()
+    return hashlib.sha256(canonical_bytes(document)).hexdigest()
 
 
 def request_digest(operation: str, **params: object) -> str:

@@ -139,11 +139,12 @@ class _Replay:
 
     __slots__ = (
         "cash", "depleted", "expect", "floor", "held", "holds", "keys", "last_hash", "ledger_id",
-        "posted", "postings", "rejections", "tenant_id", "version",
+        "ledger_text", "posted", "postings", "rejections", "tenant_id", "version",
     )  # fmt: skip
 
     def __init__(self, ledger_id: UUID) -> None:
         self.ledger_id, self.cash, self.last_hash = ledger_id, "", ZERO_HASH
+        self.ledger_text = str(ledger_id)  # as hashed: once per stream, not once per event
         self.tenant_id: UUID | None = None
         self.expect: str | None = None  # the balance event the last posting calls for
         self.version = self.floor = self.posted = self.held = self.postings = self.rejections = 0
@@ -169,7 +170,7 @@ class _Replay:
         fields = dict(state)  # a copy and three deletions: faster than a comprehension
         del fields["hash"], fields["prev_hash"]
         fields.pop("__meta__", None)
-        if canonical_hash(self.ledger_id, version, name, fields, prev) != state.get("hash"):
+        if canonical_hash(self.ledger_text, version, name, fields, prev) != state.get("hash"):
             return "the hash does not match the event: it was changed"
         if (version == 1) != (name == "Opened"):
             return "a stream starts with Opened, and only there"

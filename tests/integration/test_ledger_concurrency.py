@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from uuid import UUID, uuid4
@@ -122,6 +123,32 @@ def test_two_expiry_workers_expire_a_hold_once(settings: Settings) -> None:
         names = [event.name for event in apps[1].stream(ledger_id_of(tenant)).events]
         assert names.count("HoldExpired") == 1
         assert apps[1].balances(tenant).available == 10 * USD
+
+
+def test_a_process_deciding_on_its_last_save_never_answers_from_stale_state(
+    settings: Settings,
+) -> None:
+    """Each application decides on the ledger as it last saved it; another process moved the
+    ledger since. Every answer must still be the one the stored ledger gives."""
+    with ledger_apps(settings, 2) as [mine, other]:
+        tenant = uuid4()
+        mine.credit(tenant, "pay-1", 10 * USD, NOW)  # ``mine`` now holds version 2
+        other.debit(tenant, "usage-1", 3 * USD, NOW)
+
+        with pytest.raises(InsufficientFundsError):  # 10 available as ``mine`` saw it, 7 now
+            mine.debit(tenant, "usage-2", 8 * USD, NOW)
+        hold_id = other.hold(tenant, "hold-1", USD, NOW + timedelta(minutes=1), NOW).hold_id
+        # ``mine`` knows no such hold: a refusal that writes nothing is decided again, fresh
+        assert mine.expire_hold(tenant, hold_id or "", NOW + timedelta(minutes=1)) is True
+        mine.debit(tenant, "usage-3", USD, NOW)
+        first = other.debit(tenant, "usage-4", USD, NOW)
+        assert mine.debit(tenant, "usage-4", USD, NOW) == replace(first, replayed=True)
+
+        balances = other.balances(tenant)
+        assert (balances.posted, balances.held) == (5 * USD, 0)
+        names = [event.name for event in mine.stream(ledger_id_of(tenant)).events]
+        assert (names.count("Debited"), names.count("PostingRejected")) == (3, 1)
+        assert verify([mine.stream(ledger_id_of(tenant))]).ok
 
 
 def flip_a_byte(settings: Settings, ledger_id: UUID, version: int) -> None:

@@ -36,6 +36,7 @@ from domain.ledger_terms import (
     Receipt,
 )
 from domain.ledger_verify import LedgerStream, StoredLedgerEvent, verify
+from handlers.ledgers import auditor_state
 from infra.messages import WIRE
 from projections.envelope import Envelope
 from projections.ledger import POSTINGS, RELEASES, cash_delta
@@ -303,7 +304,7 @@ class LedgerMachine(RuleBasedStateMachine):
         for domain_event in new:
             self.project(domain_event)
             stored = self.mapper.to_stored_event(domain_event)
-            state = self.mapper.transcoder.decode(stored.state)
+            state = auditor_state(stored.state)
             self.stored.append(
                 StoredLedgerEvent.from_stored(stored.originator_version, stored.topic, state)
             )

@@ -9,8 +9,16 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from domain.ledger_hash import UNHASHED, ZERO_HASH, canonical_hash, ledger_id_of
+from domain.ledger_hash import (
+    UNHASHED,
+    ZERO_HASH,
+    canonical_bytes,
+    canonical_hash,
+    ledger_id_of,
+)
 from domain.ledger_terms import InsufficientFundsError
 from domain.ledger_verify import LedgerStream, StoredLedgerEvent, verify
 from handlers.ledgers import Ledgers
@@ -253,6 +261,39 @@ def test_the_canonical_hash_is_sha256_of_the_documented_json() -> None:
 def test_values_without_a_canonical_encoding_are_refused(value: object) -> None:
     with pytest.raises((TypeError, ValueError)):
         canonical_hash(uuid4(), 1, "Opened", {"x": value}, ZERO_HASH)
+
+
+_SPEC = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=True,
+    allow_nan=False,
+    default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v),
+)
+_PLAIN = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text()
+    | st.uuids()
+    | st.datetimes(timezones=st.just(UTC)),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(), _PLAIN, max_size=8))
+@example({"del": "\x7f"})
+@example({"café": "\u00e9\n\x00"})
+@example({"big": 2**70})
+@example({"none": None})
+def test_canonical_bytes_are_the_documented_json_whatever_the_values(
+    document: dict[str, Any],
+) -> None:
+    """The fast encoder (orjson) must give the standard library's bytes, or give way to it:
+    any text (non-ASCII, DEL, escapes), integers of any size, nulls, nesting, datetimes and
+    UUIDs as the module says."""
+    assert canonical_bytes(document) == _SPEC.encode(document).encode()
 
 
 def test_an_amount_turned_float_or_bool_changes_the_hash() -> None:
