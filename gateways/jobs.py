@@ -16,21 +16,20 @@ from infra.eventstore import event_metadata
 from projections.ledger import expired_holds
 
 log = logging.getLogger("gpucloud.worker")
+EXPIRY_BATCH = 200  # holds expired in one transaction
 
 
 async def expire_holds(system: System, now: datetime | None = None) -> int:
-    """Void every open hold past its expiry (found in the read model, decided by the ledger);
-    returns how many this worker expired."""
+    """Void every open hold past its expiry (found in the read model, decided by the ledger),
+    EXPIRY_BATCH holds to a transaction; returns how many this worker expired."""
     moment = now or datetime.now(UTC)
     async with system.pool.connection() as conn:
         due = await expired_holds(conn, moment)
     expired = 0
-    for tenant_id, hold_id in due:
-        with event_metadata(actor="system:worker", correlation_id=f"expire-{hold_id}"):
-            done = await asyncio.to_thread(
-                partial(system.ledgers.expire_hold, tenant_id, hold_id, moment)
-            )
-        expired += int(done)
+    for start in range(0, len(due), EXPIRY_BATCH):
+        batch = due[start : start + EXPIRY_BATCH]
+        with event_metadata(actor="system:worker", correlation_id=f"expire-{moment:%Y%m%dT%H%M%S}"):
+            expired += await asyncio.to_thread(partial(system.ledgers.expire_holds, batch, moment))
     if expired:
         metrics.COMMANDS.labels("ledger.expire_hold", "expired").inc(expired)
     return expired

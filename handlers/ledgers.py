@@ -34,9 +34,10 @@ import functools
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -153,6 +154,14 @@ class Ledgers(ContextApplication):
         """True if this call expired the hold: of two workers racing, one gets True."""
         return self._decide(tenant_id, lambda ledger: ledger.expire(hold_id, now))
 
+    def expire_holds(self, due: Sequence[tuple[UUID, str]], now: datetime) -> int:
+        """Expire many holds (``(tenant id, hold id)`` each) in one transaction; how many
+        this call expired (a hold closed already, or unknown, counts nothing)."""
+        outcomes = self.decide_many(
+            [(tenant, partial(_expire, hold_id=hold_id, now=now)) for tenant, hold_id in due]
+        )
+        return sum(outcome is True for outcome in outcomes)
+
     def balances(self, tenant_id: UUID) -> Balances:
         return self.ledger(tenant_id).balances()
 
@@ -212,46 +221,101 @@ class Ledgers(ContextApplication):
             return self.get(Ledger, ledger.id)
         return ledger
 
+    def decide_many(
+        self, decisions: Sequence[tuple[UUID, Callable[[Ledger], R]]]
+    ) -> list[R | DomainError]:
+        """Many tenants' decisions (each ``(tenant id, decide)``, applied in order) recorded in
+        ONE transaction; each answer, or the refusal it met, in the same order. For passes
+        over many ledgers (hold expiry, bulk postings): one commit instead of one each. A
+        lost race decides the whole batch again; the ledgers must be open."""
+        outcomes = self._decided([(ledger_id_of(t), decide) for t, decide in decisions])
+        return [o.error if isinstance(o, _Refused) else o for o in outcomes]
+
     def _decide(self, tenant_id: UUID, decide: Callable[[Ledger], R]) -> R:
         """Load, decide, save (a recorded refusal too), retried on lost races; then answer."""
-        ledger_id = ledger_id_of(tenant_id)
-        with self._stripes[ledger_id.int % LOCK_STRIPES]:
-            outcome = self._retried(ledger_id, lambda: self._attempt(ledger_id, decide))
+        [outcome] = self._decided([(ledger_id_of(tenant_id), decide)])
         if isinstance(outcome, _Refused):
             raise outcome.error
         return outcome
 
-    def _attempt(self, ledger_id: UUID, decide: Callable[[Ledger], R]) -> R | _Refused:
-        try:
-            ledger, fresh = copy.deepcopy(self._saved.get(ledger_id)), False
-        except KeyError:
-            ledger, fresh = self.get(Ledger, ledger_id), True
-        try:
-            outcome: R | _Refused = decide(ledger)
-        except DomainError as refused:
-            outcome = _Refused(refused)
-        if ledger.pending_events:
-            self.save(ledger)
-            self._saved.put(ledger_id, ledger)
-        elif not fresh:  # nothing written checks the answer: decide on the ledger as stored
+    def _decided(self, decisions: list[tuple[UUID, Callable[[Ledger], R]]]) -> list[R | _Refused]:
+        """Decide on the ledgers as last saved here, save once, retried on lost races; then
+        decide again, on fresh ledgers, what was decided on ledgers this batch did not write
+        (module docstring). Threads of this process queue on the ledgers' lock stripes."""
+        ids = list(dict.fromkeys(ledger_id for ledger_id, _ in decisions))
+        stripes = sorted({i.int % LOCK_STRIPES for i in ids})  # in order: no deadlock
+        with contextlib.ExitStack() as held:
+            for stripe in stripes:
+                held.enter_context(self._stripes[stripe])
+            outcomes, unchecked = self._retried(ids, lambda: self._attempt(decisions, True))
+            if unchecked:
+                again = [n for n, (ledger_id, _) in enumerate(decisions) if ledger_id in unchecked]
+                redo = [decisions[n] for n in again]
+                fresh, _ = self._retried(list(unchecked), lambda: self._attempt(redo, False))
+                for n, outcome in zip(again, fresh, strict=True):
+                    outcomes[n] = outcome
+        return outcomes
+
+    def _attempt(
+        self, decisions: list[tuple[UUID, Callable[[Ledger], R]]], trust: bool
+    ) -> tuple[list[R | _Refused], set[UUID]]:
+        """One try: the outcomes, and the ledgers decided on as cached that nothing wrote."""
+        ledgers, cached = self._load([i for i, _ in decisions], trust)
+        outcomes: list[R | _Refused] = []
+        for ledger_id, decide in decisions:
+            try:
+                ledger = ledgers.get(ledger_id)
+                if ledger is None:
+                    raise NotFoundError(f"ledger {ledger_id} not found")
+                outcomes.append(decide(ledger))
+            except DomainError as refused:
+                outcomes.append(_Refused(refused))
+        changed = [ledger for ledger in ledgers.values() if ledger.pending_events]
+        unchecked = {i for i in cached if not ledgers[i].pending_events}
+        if changed:
+            self.save(*changed)
+            for ledger in changed:
+                self._saved.put(ledger.id, ledger)
+        for ledger_id in unchecked:
             self._forget(ledger_id)
-            return self._attempt(ledger_id, decide)
-        return outcome
+        return outcomes, unchecked
+
+    def _load(self, ids: list[UUID], trust: bool) -> tuple[dict[UUID, Ledger], set[UUID]]:
+        """Copies of the ledgers as last saved here (when ``trust``), the others read fresh
+        (one read, or two queries for many); and which ids came from memory."""
+        ledgers: dict[UUID, Ledger] = {}
+        for ledger_id in dict.fromkeys(ids):
+            if trust:
+                with contextlib.suppress(KeyError):
+                    ledgers[ledger_id] = copy.deepcopy(self._saved.get(ledger_id))
+        cached = set(ledgers)
+        missing = [i for i in dict.fromkeys(ids) if i not in cached]
+        if len(missing) == 1:
+            found = self.find(Ledger, missing[0])  # the library's cache, fast-forwarded
+            ledgers.update({missing[0]: found} if found is not None else {})
+        elif missing:
+            ledgers.update(self.find_many(Ledger, missing))
+        return ledgers, cached
 
     def _forget(self, ledger_id: UUID) -> None:
         with contextlib.suppress(KeyError):
             self._saved.get(ledger_id, evict=True)
 
-    def _retried(self, ledger_id: UUID, run: Callable[[], R]) -> R:
+    def _retried(self, ledger_ids: list[UUID], run: Callable[[], R]) -> R:
         delay = BACKOFF_SECONDS
         for _ in range(ATTEMPTS - 1):
             try:
                 return run()
-            except IntegrityError:  # another writer moved the ledger: reload it
-                self._forget(ledger_id)
+            except IntegrityError:  # another writer moved a ledger: reload them
+                for ledger_id in ledger_ids:
+                    self._forget(ledger_id)
                 time.sleep(random.uniform(0, delay))
                 delay = min(delay * 2, BACKOFF_CAP)
         return run()
+
+
+def _expire(ledger: Ledger, hold_id: str, now: datetime) -> bool:
+    return ledger.expire(hold_id, now)
 
 
 def _tuples(_cursor: object) -> type[tuple[Any, ...]]:

@@ -84,21 +84,21 @@ class OneTripRecorder(PostgresApplicationRecorder):
             "schema": Identifier(datastore.schema),
             "table": Identifier(events_table_name),
             "function": Identifier(self.insert_function),
-            "event": Identifier(self.stored_event_type_name),
         }
         self.sql_create_statements.append(
             SQL(
-                "CREATE OR REPLACE FUNCTION {schema}.{function}(events {schema}.{event}[]) "
+                "CREATE OR REPLACE FUNCTION {schema}.{function}("
+                "ids uuid[], versions bigint[], topics text[], states bytea[]) "
                 "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ BEGIN "
                 "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
                 "RETURN QUERY INSERT INTO {schema}.{table} "
                 "(originator_id, originator_version, topic, state) "
-                "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-                "FROM unnest(events) AS e RETURNING notification_id; "
+                "SELECT * FROM unnest(ids, versions, topics, states) "
+                "RETURNING notification_id; "
                 "END; $body$"
             ).format(**names)
         )
-        self.insert_call = SQL("SELECT * FROM {schema}.{function}(%s)").format(**names)
+        self.insert_call = SQL("SELECT * FROM {schema}.{function}(%s, %s, %s, %s)").format(**names)
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> list[int]:
         if not stored_events:
@@ -108,12 +108,15 @@ class OneTripRecorder(PostgresApplicationRecorder):
             return [row[self.insert_function] for row in curs.fetchall()]
 
     def insert_in(self, curs: Any, stored_events: Sequence[StoredEvent]) -> None:
-        """Execute the insert on ``curs`` (inside the caller's transaction, if it has one)."""
-        rows = [
-            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
-            for e in stored_events
-        ]
-        curs.execute(self.insert_call, (rows,), prepare=True)
+        """Execute the insert on ``curs`` (inside the caller's transaction, if it has one).
+        Four arrays of plain types: psycopg dumps them far faster than composite rows."""
+        columns = (
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+        )
+        curs.execute(self.insert_call, columns, prepare=True)
 
 
 def postgres_env(

@@ -151,6 +151,68 @@ def test_a_process_deciding_on_its_last_save_never_answers_from_stale_state(
         assert verify([mine.stream(ledger_id_of(tenant))]).ok
 
 
+def transactions_of(settings: Settings, tenants: list[UUID]) -> int:
+    """How many transactions wrote these tenants' ledger events (distinct xmin)."""
+    table = sql.Identifier(settings.db_schema, "ledger_events")
+    query = sql.SQL("SELECT count(DISTINCT xmin::text) FROM {} WHERE originator_id = ANY(%s)")
+    with psycopg.connect(settings.database_url or "", autocommit=True) as conn:
+        row = conn.execute(query.format(table), ([ledger_id_of(t) for t in tenants],)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_batch_of_decisions_over_many_ledgers_commits_once_and_answers_each(
+    settings: Settings,
+) -> None:
+    with ledger_apps(settings, 2) as [app, other]:
+        tenants = [uuid4() for _ in range(5)]
+        for tenant in tenants:
+            app.credit(tenant, "pay-1", 2 * USD, NOW)
+        before = transactions_of(settings, tenants)
+        stranger = uuid4()  # no ledger
+
+        outcomes = app.decide_many(
+            [(t, lambda ledger, n=n: ledger.debit(f"usage-{n}", USD, NOW)) for n, t in
+             enumerate(tenants)]
+            + [(tenants[0], lambda ledger: ledger.debit("usage-big", 5 * USD, NOW)),
+               (stranger, lambda ledger: ledger.debit("usage-x", USD, NOW))]
+        )  # fmt: skip
+
+        assert [type(o).__name__ for o in outcomes] == ["Receipt"] * 5 + [
+            "InsufficientFundsError",
+            "NotFoundError",
+        ]
+        assert transactions_of(settings, tenants) == before + 1
+        assert [other.balances(t).posted for t in tenants] == [USD] * 5
+        assert all(verify([other.stream(ledger_id_of(t))]).ok for t in tenants)
+
+
+def test_a_batch_decided_on_stale_ledgers_is_decided_again(settings: Settings) -> None:
+    with ledger_apps(settings, 2) as [app, other]:
+        tenants = [uuid4() for _ in range(3)]
+        for tenant in tenants:
+            app.credit(tenant, "pay-1", 2 * USD, NOW)
+        other.debit(tenants[1], "usage-0", 2 * USD, NOW)  # ``app`` still sees 2 USD there
+        hold_id = other.hold(tenants[2], "hold-1", USD, NOW + timedelta(minutes=1), NOW).hold_id
+        due = NOW + timedelta(minutes=1)
+
+        expired = app.decide_many(
+            [(tenants[0], lambda ledger: ledger.debit("usage-1", USD, NOW)),
+             (tenants[2], lambda ledger: ledger.expire(hold_id or "", due))]
+        )  # fmt: skip
+        debited = app.decide_many(
+            [(tenants[0], lambda ledger: ledger.debit("usage-2", USD, NOW)),
+             (tenants[1], lambda ledger: ledger.debit("usage-1", USD, NOW))]
+        )  # fmt: skip
+
+        # the batch saved tenant 0 and wrote nothing on 2: that answer is decided again, fresh
+        assert isinstance(expired[0], Receipt) and expired[1] is True
+        # tenant 1 moved: the save fails on its version and the whole batch is decided again
+        assert isinstance(debited[0], Receipt) and debited[0].key == "usage-2"
+        assert isinstance(debited[1], InsufficientFundsError)
+        assert [other.balances(t).available for t in tenants] == [0, 0, 2 * USD]
+
+
 def flip_a_byte(settings: Settings, ledger_id: UUID, version: int) -> None:
     """Change one byte of one stored event's state, in place in PostgreSQL."""
     table = sql.Identifier(settings.db_schema, "ledger_events")
