@@ -107,12 +107,20 @@ class ContextApplication(Application[UUID]):
         """Many aggregates in two queries (their latest snapshots, then the events after
         them) instead of one load each: for passes over thousands of aggregates (billing).
         Bypasses the aggregate cache; ids that are not of ``kind`` are left out."""
+        return self._brought_up_to_date(kind, aggregate_ids, {})
+
+    def _brought_up_to_date(
+        self, kind: type[A], aggregate_ids: Sequence[UUID], known: dict[UUID, Any]
+    ) -> dict[UUID, A]:
+        """``find_many``, where ``known`` (private copies, at some stored version) start from
+        where they are: only the events after them are read."""
         ids = list(dict.fromkeys(aggregate_ids))
         if not ids:
             return {}
-        start = self._latest_snapshots(ids)
-        after = [start[i].originator_version if i in start else 0 for i in ids]
-        found: dict[UUID, Any] = {i: s.mutate(None) for i, s in start.items()}
+        found: dict[UUID, Any] = {i: a for i, a in known.items() if i in ids}
+        start = self._latest_snapshots([i for i in ids if i not in found])
+        found.update({i: s.mutate(None) for i, s in start.items()})
+        after = [found[i].version if i in found else 0 for i in ids]
         statement = (  # LATERAL: one index range scan per id, never a scan of the table
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
             "FROM unnest(%s::uuid[], %s::bigint[]) AS c(id, v) CROSS JOIN LATERAL ("
@@ -123,6 +131,9 @@ class ContextApplication(Application[UUID]):
             event: Any = self.mapper.to_domain_event(stored)
             found[event.originator_id] = event.mutate(found.get(event.originator_id))
         return {i: a for i, a in found.items() if isinstance(a, kind)}
+
+    def saved_together(self, aggregates: Sequence[Aggregate]) -> None:
+        """Heard after a joint save (``UnitOfWork``) stored these aggregates' events."""
 
     def _latest_snapshots(self, ids: list[UUID]) -> dict[UUID, Any]:
         if self.snapshots is None:

@@ -60,10 +60,12 @@ def bill(allocations: Allocations, allocation_ids: Sequence[UUID], now: datetime
     def decide(session: Session) -> BillingPass:
         done = BillingPass()
         session.preload(allocations, Allocation, allocation_ids)
-        for allocation_id in allocation_ids:
-            allocation = session.find(allocations, Allocation, allocation_id)
-            if allocation is not None:
-                _bill_one(allocations, session, allocation, now, done)
+        found = [session.find(allocations, Allocation, i) for i in allocation_ids]
+        billed = [a for a in found if a is not None]
+        tenants = dict.fromkeys(ledger_id_of(a.tenant_id) for a in billed)
+        session.preload(allocations.ledgers, Ledger, list(tenants))  # one or two queries
+        for allocation in billed:
+            _bill_one(allocations, session, allocation, now, done)
         return done
 
     return allocations.uow.run(decide)

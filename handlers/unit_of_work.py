@@ -102,4 +102,5 @@ class UnitOfWork:
             for app, aggregates in changes:
                 for aggregate in aggregates:
                     app.snapshot_if_due(aggregate, pending[id(aggregate)])
+                app.saved_together(aggregates)
         return result

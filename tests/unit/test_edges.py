@@ -5,6 +5,9 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
+from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from gateways.consistency import make_token, parse_token
 from gateways.problems import ProblemError
@@ -33,6 +36,37 @@ def test_metadata_is_stored_beside_the_state_and_hidden_from_the_aggregate() -> 
     assert json.loads(stored)[META_KEY] == {"correlation_id": "c-1"}
     assert transcoder.decode(stored) == {"name": "Acme"}
     assert META_KEY not in json.loads(transcoder.encode({"name": "Acme"}))
+
+
+def _library_transcoder(transcoder: JSONTranscoder) -> JSONTranscoder:
+    """eventsourcing's own JSONTranscoder with the same transcodings registered."""
+    library = JSONTranscoder()
+    for transcoding in transcoder.names.values():
+        library.register(transcoding)
+    return library
+
+
+_STORED = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.uuids()
+    | st.datetimes(timezones=st.just(UTC)) | st.decimals(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=16,
+)  # fmt: skip
+
+
+@given(st.dictionaries(st.text(), _STORED, max_size=6))
+@example({"big": 2**70 + 1, "small": -(2**64) - 1})
+@example({"nested": [{"_type_": "uuid_hex", "_data_": uuid4().hex}]})
+def test_the_fast_decoder_reads_what_the_library_reads(state: dict[str, object]) -> None:
+    """The transcoder parses with orjson and revives transcoded values itself: whatever was
+    stored, it must give what eventsourcing's own decoder gives."""
+    transcoder = MetadataTranscoder()
+    transcoder.register(UUIDAsHex())
+    transcoder.register(DatetimeAsISO())
+    transcoder.register(DecimalAsStr())
+    stored = transcoder.encode(state)
+
+    assert transcoder.decode(stored) == _library_transcoder(transcoder).decode(stored)
 
 
 def _stored_tenant_notification(traceparent: str | None) -> tuple[Identity, object]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -21,7 +22,7 @@ from domain.ledger_hash import (
 )
 from domain.ledger_terms import InsufficientFundsError
 from domain.ledger_verify import LedgerStream, StoredLedgerEvent, verify
-from handlers.ledgers import Ledgers
+from handlers.ledgers import Ledgers, auditor_state
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 USD = 1_000_000
@@ -335,3 +336,30 @@ def test_a_usage_key_charged_twice_fails_verify() -> None:
     report = verify([LedgerStream(ledger_id_of(tenant), events)])
     assert not report.ok and report.first_problem is not None
     assert "usage:a:0" in str(report.first_problem)
+
+
+@pytest.mark.parametrize(
+    ("stored", "state"),
+    [
+        (b'{"amount": 18446744073709551617}', {"amount": 2**64 + 1}),  # not orjson's float
+        (b'{"amount": 5.0, "at": {"_type_": "datetime_iso", "_data_": "2026-11-28T12:00:00Z"}}',
+         {"amount": 5.0, "at": "2026-11-28T12:00:00Z"}),
+        (b'{"tenant_id": {"_type_": "uuid_hex", "_data_": "175bd51b3748414db6cd001b18a6b026"}}',
+         {"tenant_id": "175bd51b-3748-414d-b6cd-001b18a6b026"}),
+        (b'{"x": {"_type_": "decimal_str", "_data_": "1.5"}}', None),  # never in a ledger
+        (b'{"x": {"_type_": "uuid_hex", "_data_": "not a uuid"}}', None),
+        (b'{"amount": NaN}', {"amount": math.nan}),
+        (b'{"amount": 5', None),
+        (b"[1, 2]", None),
+    ],
+)  # fmt: skip
+def test_the_auditor_reads_stored_bytes_as_they_are(
+    stored: bytes, state: dict[str, Any] | None
+) -> None:
+    read = auditor_state(stored)
+    if state is not None and "amount" in state and state["amount"] != state["amount"]:
+        assert read is not None and math.isnan(read["amount"])
+        return
+    assert read == state
+    if read is not None and "amount" in read:
+        assert type(read["amount"]) is type(state["amount"])  # type: ignore[index]
