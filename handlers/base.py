@@ -153,7 +153,7 @@ class ContextApplication(Application[UUID]):
     @staticmethod
     def _select(recorder: Any, statement: str, params: list[Any]) -> list[StoredEvent]:
         with recorder.datastore.get_connection() as conn, conn.cursor() as cur:
-            cur.execute(statement, params)
+            cur.execute(statement, params, binary=True)  # bytea as is, not hex text
             return [
                 StoredEvent(
                     r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"])

@@ -225,7 +225,7 @@ class Ledgers(ContextApplication):
         recorder: Any = self.recorder  # PostgreSQL only
         datastore = recorder.datastore
         with datastore.get_connection() as conn, conn.cursor(row_factory=_tuples) as cur:
-            cur.execute(statement, [ledger_ids])
+            cur.execute(statement, [ledger_ids], binary=True)  # bytea as is, not hex text
             for n, version, topic, state in cur.fetchall():
                 events[n - 1].append(stored(version, topic, auditor_state(state)))
         return [LedgerStream(i, found) for i, found in zip(ledger_ids, events, strict=True)]
