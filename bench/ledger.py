@@ -288,9 +288,13 @@ def verify_section(url: str, events: int, ledgers: int, rounds: int) -> dict[str
     return {
         "verify (CLI)": total / min(cli.values()),
         "read + verify": rate_line(
-            "read every stream + verify()", total, best["read"] + best["verify"], "events", None
+            "a query per ledger (`stream`) + verify()",
+            total,
+            best["read"] + best["verify"],
+            "events",
+            None,
         ),
-        "read": rate_line("  of which reading the streams", total, best["read"], "events", None),
+        "read": rate_line("  of which the reads", total, best["read"], "events", None),
         "verify": rate_line(
             "verify() alone, streams in memory", total, best["verify"], "events", None
         ),
