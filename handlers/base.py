@@ -132,8 +132,8 @@ class ContextApplication(Application[UUID]):
             found[event.originator_id] = event.mutate(found.get(event.originator_id))
         return {i: a for i, a in found.items() if isinstance(a, kind)}
 
-    def saved_together(self, aggregates: Sequence[Aggregate]) -> None:
-        """Heard after a joint save (``UnitOfWork``) stored these aggregates' events."""
+    def saved_by_unit_of_work(self, aggregates: Sequence[Aggregate]) -> None:
+        """Heard after a unit of work stored these aggregates' events (alone or jointly)."""
 
     def _latest_snapshots(self, ids: list[UUID]) -> dict[UUID, Any]:
         if self.snapshots is None:

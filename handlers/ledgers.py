@@ -167,9 +167,9 @@ class Ledgers(ContextApplication):
                 known[ledger_id] = copy.deepcopy(self._saved.get(ledger_id))
         return self._brought_up_to_date(kind, aggregate_ids, known)
 
-    def saved_together(self, aggregates: Sequence[Aggregate]) -> None:
-        """Ledgers saved jointly with other contexts' aggregates (billing, admission) are
-        kept as saved, as this application's own saves keep them."""
+    def saved_by_unit_of_work(self, aggregates: Sequence[Aggregate]) -> None:
+        """Ledgers saved by a unit of work (billing, admission, settlement) are kept as
+        saved, as this application's own commands keep them."""
         for ledger in aggregates:
             if isinstance(ledger, Ledger):
                 self._saved.put(ledger.id, copy.deepcopy(ledger))

@@ -102,5 +102,6 @@ class UnitOfWork:
             for app, aggregates in changes:
                 for aggregate in aggregates:
                     app.snapshot_if_due(aggregate, pending[id(aggregate)])
-                app.saved_together(aggregates)
+        for app, aggregates in changes:
+            app.saved_by_unit_of_work(aggregates)
         return result

@@ -21,6 +21,7 @@ import pytest
 from psycopg import sql
 
 from domain.errors import DomainError
+from domain.ledger import Ledger
 from domain.ledger_hash import ledger_id_of
 from domain.ledger_terms import InsufficientFundsError, Receipt
 from domain.ledger_verify import verify
@@ -149,6 +150,28 @@ def test_a_process_deciding_on_its_last_save_never_answers_from_stale_state(
         names = [event.name for event in mine.stream(ledger_id_of(tenant)).events]
         assert (names.count("Debited"), names.count("PostingRejected")) == (3, 1)
         assert verify([mine.stream(ledger_id_of(tenant))]).ok
+
+
+def test_many_ledgers_loaded_at_once_are_brought_up_to_date_from_memory(
+    settings: Settings,
+) -> None:
+    """Billing preloads ledgers with ``find_many``: it starts from the ledgers as this process
+    last saved them and must still see what another process wrote since."""
+    with ledger_apps(settings, 2) as [mine, other]:
+        tenants = [uuid4() for _ in range(3)]
+        for tenant in tenants:
+            mine.credit(tenant, "pay-1", 5 * USD, NOW)
+        other.debit(tenants[1], "usage-1", 2 * USD, NOW)
+        ids = [ledger_id_of(t) for t in tenants]
+
+        loaded = mine.find_many(Ledger, ids)
+        loaded[ids[0]].debit("usage-x", USD, NOW)  # a private copy: memory is not touched
+
+        assert [loaded[i].available for i in ids] == [4 * USD, 3 * USD, 5 * USD]
+        assert [loaded[i].version for i in ids] == [
+            other.ledger(t).version + (n == 0) for n, t in enumerate(tenants)
+        ]
+        assert mine.find_many(Ledger, ids[:1])[ids[0]].available == 5 * USD
 
 
 def transactions_of(settings: Settings, tenants: list[UUID]) -> int:
