@@ -22,6 +22,7 @@ runway hold closed. Only a FAILED or RELEASED allocation is settled.
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -64,6 +65,14 @@ class Allocation(Aggregate):
 
     class Event(Aggregate.Event):
         TOPIC = T + "Event"
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Allocation:
+        """Every value an allocation holds is immutable (ids, text, numbers, datetimes, a
+        tuple of GPU indices), so a shallow copy is a deep one: the repository and the
+        billing pass copy allocations by the hundred thousand."""
+        clone = copy.copy(self)
+        clone._pending_events = list(self._pending_events)
+        return clone
 
     @event("Requested", topic=T + "Requested")
     def __init__(

@@ -42,7 +42,10 @@ class Allocations(ContextApplication):
     """The compute context's application: one notification log, relayed to compute.*."""
 
     name = "compute"
-    env = {"AGGREGATE_CACHE_MAXSIZE": "10000"}
+    # KEPT_MAXSIZE: billing passes over every running allocation each minute; kept here as
+    # last saved (~2 KB each), a pass reads only what others wrote since, not up to 49
+    # events per allocation from its snapshot. Override with COMPUTE_KEPT_MAXSIZE.
+    env = {"AGGREGATE_CACHE_MAXSIZE": "10000", "KEPT_MAXSIZE": "100000"}
     snapshotting_intervals = {Allocation: 50}  # every window billed is an event
 
     def bind(

@@ -3,6 +3,8 @@ that reload and decide again when another writer saved the same aggregate first.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 import json
 import random
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
@@ -59,16 +61,51 @@ class TooManyEventsError(ValueError):
 
 
 class ContextApplication(Application[UUID]):
-    """An eventsourcing Application with the loads and retries every context needs."""
+    """An eventsourcing Application with the loads and retries every context needs.
+
+    An application may keep, in memory, the aggregates as this process last saved them
+    (``KEPT_MAXSIZE`` in its env, 0 for none; e.g. ``COMPUTE_KEPT_MAXSIZE``): ``find_many``
+    then starts from them and reads only the events stored after them, usually none, instead
+    of replaying from the latest snapshot on every pass. What is kept is a private copy,
+    never handed out; the library's own cache fast-forwards its entries in place.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        size = int(self.env.get("KEPT_MAXSIZE") or 0)
+        self._kept: LRUCache[UUID, Aggregate] | None = LRUCache(size) if size > 0 else None
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
-        """Refuse, at once, a save so large that it would hang instead of failing."""
+        """Refuse, at once, a save so large that it would hang instead of failing; keep
+        what was saved (see the class docstring)."""
         pending = sum(len(getattr(o, "pending_events", ())) for o in objs)
         if pending > MAX_EVENTS_PER_SAVE:
             raise TooManyEventsError(
                 f"{pending} events in one save; save at most {MAX_EVENTS_PER_SAVE} at a time"
             )
-        return super().save(*objs, **kwargs)
+        recordings = super().save(*objs, **kwargs)
+        self.keep([o for o in objs if isinstance(o, Aggregate)])
+        return recordings
+
+    def keep(self, aggregates: Sequence[Aggregate]) -> None:
+        """Remember copies of these aggregates, just saved (a joint save calls this)."""
+        if self._kept is not None:
+            for aggregate in aggregates:
+                self._kept.put(aggregate.id, copy.deepcopy(aggregate))
+
+    def kept(self, aggregate_id: UUID) -> Any:
+        """A copy of the aggregate as this process last saved it, or None."""
+        if self._kept is None:
+            return None
+        try:
+            return copy.deepcopy(self._kept.get(aggregate_id))
+        except KeyError:
+            return None
+
+    def forget(self, aggregate_id: UUID) -> None:
+        if self._kept is not None:
+            with contextlib.suppress(KeyError):
+                self._kept.get(aggregate_id, evict=True)
 
     def get(self, kind: type[A], aggregate_id: UUID) -> A:
         found = self.find(kind, aggregate_id)
@@ -104,21 +141,19 @@ class ContextApplication(Application[UUID]):
         return aggregate, result
 
     def find_many(self, kind: type[A], aggregate_ids: Sequence[UUID]) -> dict[UUID, A]:
-        """Many aggregates in two queries (their latest snapshots, then the events after
-        them) instead of one load each: for passes over thousands of aggregates (billing).
-        Bypasses the aggregate cache; ids that are not of ``kind`` are left out."""
-        return self._brought_up_to_date(kind, aggregate_ids, {})
-
-    def _brought_up_to_date(
-        self, kind: type[A], aggregate_ids: Sequence[UUID], known: dict[UUID, Any]
-    ) -> dict[UUID, A]:
-        """``find_many``, where ``known`` (private copies, at some stored version) start from
-        where they are: only the events after them are read."""
+        """Many aggregates in at most two queries (the latest snapshots of those not kept in
+        memory, then the events after each) instead of one load each: for passes over
+        thousands of aggregates (billing). Exact whoever wrote since; bypasses the library's
+        cache; ids that are not of ``kind`` are left out."""
         ids = list(dict.fromkeys(aggregate_ids))
         if not ids:
             return {}
-        found: dict[UUID, Any] = {i: a for i, a in known.items() if i in ids}
-        start = self._latest_snapshots([i for i in ids if i not in found])
+        found: dict[UUID, Any] = {}
+        for aggregate_id in ids:
+            if (kept := self.kept(aggregate_id)) is not None:
+                found[aggregate_id] = kept
+        missing = [i for i in ids if i not in found]
+        start = self._latest_snapshots(missing) if missing else {}
         found.update({i: s.mutate(None) for i, s in start.items()})
         after = [found[i].version if i in found else 0 for i in ids]
         statement = (  # LATERAL: one index range scan per id, never a scan of the table
@@ -131,9 +166,6 @@ class ContextApplication(Application[UUID]):
             event: Any = self.mapper.to_domain_event(stored)
             found[event.originator_id] = event.mutate(found.get(event.originator_id))
         return {i: a for i, a in found.items() if isinstance(a, kind)}
-
-    def saved_by_unit_of_work(self, aggregates: Sequence[Aggregate]) -> None:
-        """Heard after a unit of work stored these aggregates' events (alone or jointly)."""
 
     def _latest_snapshots(self, ids: list[UUID]) -> dict[UUID, Any]:
         if self.snapshots is None:

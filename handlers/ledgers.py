@@ -29,7 +29,6 @@ bounce for want of a ledger. Every other command raises ``NotFoundError`` on an 
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import json
 import random
@@ -43,7 +42,6 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import orjson
-from eventsourcing.application import LRUCache
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
 
@@ -59,7 +57,6 @@ ATTEMPTS = 100  # in tests, 100 writers in 20 processes lost up to 37 races each
 BACKOFF_SECONDS = 0.001  # doubled per lost race up to BACKOFF_CAP, jittered
 BACKOFF_CAP = 0.05
 LOCK_STRIPES = 64
-SAVED_LEDGERS = 1000
 OPENED_TOPIC = "gpucloud.ledger.Ledger.Opened"
 R = TypeVar("R")
 A = TypeVar("A", bound=Aggregate)
@@ -90,7 +87,8 @@ class Ledgers(ContextApplication):
     """The ledger context's application: one notification log, relayed to ledger.* topics."""
 
     name = "ledger"
-    env = {"AGGREGATE_CACHE_MAXSIZE": "1000"}  # see the module docstring
+    # see the module docstring; KEPT_MAXSIZE: the ledgers commands decide on (base.py)
+    env = {"AGGREGATE_CACHE_MAXSIZE": "1000", "KEPT_MAXSIZE": "1000"}
     # A ledger's history grows with every posting (a usage window a minute per allocation):
     # a process that did not cache it starts from its latest snapshot, not from event 1. A
     # snapshot holds every key's outcome (~12 us each to encode), so it is taken rarely.
@@ -104,9 +102,6 @@ class Ledgers(ContextApplication):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stripes = tuple(threading.Lock() for _ in range(LOCK_STRIPES))
-        # Ledgers as this process last saved them: what a command decides on (module doc).
-        # Kept apart from the library's cache, which fast-forwards its entries in place.
-        self._saved: LRUCache[UUID, Ledger] = LRUCache(SAVED_LEDGERS)
 
     def open(self, tenant_id: UUID, now: datetime, floor: int = 0) -> Written:
         """Open a tenant's ledger. Opening an open one with the same floor changes nothing;
@@ -156,23 +151,6 @@ class Ledgers(ContextApplication):
     def expire_hold(self, tenant_id: UUID, hold_id: str, now: datetime) -> bool:
         """True if this call expired the hold: of two workers racing, one gets True."""
         return self._decide(tenant_id, lambda ledger: ledger.expire(hold_id, now))
-
-    def find_many(self, kind: type[A], aggregate_ids: Sequence[UUID]) -> dict[UUID, A]:
-        """Many ledgers in at most two queries: those kept here as last saved are brought up
-        to date with the events after them (none, usually); the others are read from their
-        latest snapshot. Exact whoever wrote since: for decisions that may write nothing."""
-        known: dict[UUID, Any] = {}
-        for ledger_id in aggregate_ids:
-            with contextlib.suppress(KeyError):
-                known[ledger_id] = copy.deepcopy(self._saved.get(ledger_id))
-        return self._brought_up_to_date(kind, aggregate_ids, known)
-
-    def saved_by_unit_of_work(self, aggregates: Sequence[Aggregate]) -> None:
-        """Ledgers saved by a unit of work (billing, admission, settlement) are kept as
-        saved, as this application's own commands keep them."""
-        for ledger in aggregates:
-            if isinstance(ledger, Ledger):
-                self._saved.put(ledger.id, copy.deepcopy(ledger))
 
     def expire_holds(self, due: Sequence[tuple[UUID, str]], now: datetime) -> int:
         """Expire many holds (``(tenant id, hold id)`` each) in one transaction; how many
@@ -293,11 +271,9 @@ class Ledgers(ContextApplication):
         changed = [ledger for ledger in ledgers.values() if ledger.pending_events]
         unchecked = {i for i in cached if not ledgers[i].pending_events}
         if changed:
-            self.save(*changed)
-            for ledger in changed:
-                self._saved.put(ledger.id, ledger)
+            self.save(*changed)  # which keeps them as saved
         for ledger_id in unchecked:
-            self._forget(ledger_id)
+            self.forget(ledger_id)
         return outcomes, unchecked
 
     def _load(self, ids: list[UUID], trust: bool) -> tuple[dict[UUID, Ledger], set[UUID]]:
@@ -305,9 +281,8 @@ class Ledgers(ContextApplication):
         (one read, or two queries for many); and which ids came from memory."""
         ledgers: dict[UUID, Ledger] = {}
         for ledger_id in dict.fromkeys(ids):
-            if trust:
-                with contextlib.suppress(KeyError):
-                    ledgers[ledger_id] = copy.deepcopy(self._saved.get(ledger_id))
+            if trust and (kept := self.kept(ledger_id)) is not None:
+                ledgers[ledger_id] = kept
         cached = set(ledgers)
         missing = [i for i in dict.fromkeys(ids) if i not in cached]
         if len(missing) == 1:
@@ -317,10 +292,6 @@ class Ledgers(ContextApplication):
             ledgers.update(self.find_many(Ledger, missing))
         return ledgers, cached
 
-    def _forget(self, ledger_id: UUID) -> None:
-        with contextlib.suppress(KeyError):
-            self._saved.get(ledger_id, evict=True)
-
     def _retried(self, ledger_ids: list[UUID], run: Callable[[], R]) -> R:
         delay = BACKOFF_SECONDS
         for _ in range(ATTEMPTS - 1):
@@ -328,7 +299,7 @@ class Ledgers(ContextApplication):
                 return run()
             except IntegrityError:  # another writer moved a ledger: reload them
                 for ledger_id in ledger_ids:
-                    self._forget(ledger_id)
+                    self.forget(ledger_id)
                 time.sleep(random.uniform(0, delay))
                 delay = min(delay * 2, BACKOFF_CAP)
         return run()

@@ -102,6 +102,5 @@ class UnitOfWork:
             for app, aggregates in changes:
                 for aggregate in aggregates:
                     app.snapshot_if_due(aggregate, pending[id(aggregate)])
-        for app, aggregates in changes:
-            app.saved_by_unit_of_work(aggregates)
+                app.keep(aggregates)  # as its own saves keep them
         return result

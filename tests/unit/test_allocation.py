@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
@@ -167,3 +168,18 @@ def test_billing_passes_at_any_instants_charge_the_rounded_price_of_the_run_once
 def _bill_all(allocation: Allocation, now: datetime) -> None:
     for window in allocation.due_windows(now):
         allocation.bill(window, window.amount, "k", now)
+
+
+def test_a_copy_shares_only_immutable_values_and_diverges_from_its_original() -> None:
+    """``Allocation.__deepcopy__`` is a shallow copy: sound only while every value the
+    aggregate holds is immutable. A new mutable attribute must fail here first."""
+    allocation = running()
+    allocation.collect_events()
+    clone = copy.deepcopy(allocation)
+
+    for name, value in vars(allocation).items():
+        if name != "_pending_events":
+            hash(value)  # lists, dicts and sets are unhashable: they would be shared
+    clone.release("user", NOW + timedelta(minutes=5))
+    assert allocation.state == RUNNING and allocation.pending_events == []
+    assert clone.state != RUNNING and len(clone.pending_events) == 1
