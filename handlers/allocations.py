@@ -46,7 +46,9 @@ class Allocations(ContextApplication):
     # last saved (~2 KB each), a pass reads only what others wrote since, not up to 49
     # events per allocation from its snapshot. Override with COMPUTE_KEPT_MAXSIZE.
     env = {"AGGREGATE_CACHE_MAXSIZE": "10000", "KEPT_MAXSIZE": "100000"}
-    snapshotting_intervals = {Allocation: 50}  # every window billed is an event
+    # every window billed is an event; a billing worker that restarts replays at most 9 per
+    # allocation (the next minutes' passes start from what it saved)
+    snapshotting_intervals = {Allocation: 10}
 
     def bind(
         self, inventory: ContextApplication, ledgers: ContextApplication, save: AtomicSave

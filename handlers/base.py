@@ -9,12 +9,18 @@ import hashlib
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    LRUCache,
+    ProcessingEvent,
+)
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
@@ -193,15 +199,29 @@ class ContextApplication(Application[UUID]):
                 for r in cur.fetchall()
             ]
 
-    def snapshot_if_due(self, aggregate: Aggregate, events: int) -> None:
-        """Take a snapshot when the last ``events`` saved crossed a multiple of the
-        aggregate's snapshot interval (Application.save does this itself; joint saves
-        call it)."""
-        interval = self.snapshotting_intervals.get(type(aggregate))
-        if not interval or self.snapshots is None:
+    def take_snapshots(self, saved: Sequence[tuple[Aggregate, int]]) -> None:
+        """Snapshot each aggregate whose last ``events`` saved (``(aggregate, events)``)
+        crossed a multiple of its snapshot interval, from the aggregate as it is in memory,
+        all in one insert. The library instead reloads each from the store at the crossing
+        version, one at a time."""
+        if self.snapshots is None:
             return
-        if aggregate.version // interval > (aggregate.version - events) // interval:
-            self.snapshots.put([Aggregate.Snapshot.take(aggregate)])
+        due = []
+        for aggregate, events in saved:
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            if (
+                interval
+                and aggregate.version // interval > (aggregate.version - events) // interval
+            ):
+                due.append(Aggregate.Snapshot.take(aggregate))
+        if due:
+            self.snapshots.put(due)
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """Application.save's snapshots, taken as ``take_snapshots`` takes them."""
+        counts = Counter(e.originator_id for e in processing_event.events)
+        aggregates = processing_event.aggregates.items()
+        self.take_snapshots([(a, counts[i]) for i, a in aggregates if isinstance(a, Aggregate)])
 
     def create_once(self, aggregate: A, digest: str) -> Written:
         """Save a new aggregate once per id: the same id and request again answer as the

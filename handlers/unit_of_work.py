@@ -99,8 +99,7 @@ class UnitOfWork:
         elif changes:
             pending = {id(a): len(a.pending_events) for _, aggs in changes for a in aggs}
             self._save(changes)
-            for app, aggregates in changes:
-                for aggregate in aggregates:
-                    app.snapshot_if_due(aggregate, pending[id(aggregate)])
-                app.keep(aggregates)  # as its own saves keep them
+            for app, aggregates in changes:  # as its own saves do:
+                app.take_snapshots([(a, pending[id(a)]) for a in aggregates])
+                app.keep(aggregates)
         return result
