@@ -43,7 +43,7 @@ class Allocations(ContextApplication):
 
     name = "compute"
     # KEPT_MAXSIZE: billing passes over every running allocation each minute; kept here as
-    # last saved (~2 KB each), a pass reads only what others wrote since, not up to 49
+    # last saved (~1 KB each), a pass reads only what others wrote since, not up to 9
     # events per allocation from its snapshot. Override with COMPUTE_KEPT_MAXSIZE.
     env = {"AGGREGATE_CACHE_MAXSIZE": "10000", "KEPT_MAXSIZE": "100000"}
     # every window billed is an event; a billing worker that restarts replays at most 9 per
