@@ -9,15 +9,17 @@ reads it back out to fill the CloudEvents headers.
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
+from uuid import UUID
 
 import orjson
 from eventsourcing.application import Application
-from eventsourcing.persistence import JSONTranscoder, StoredEvent
+from eventsourcing.persistence import JSONTranscoder, StoredEvent, Transcoding, UUIDAsHex
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
@@ -73,11 +75,25 @@ class MetadataTranscoder(JSONTranscoder):
             self._decoded.meta = decoded.pop(META_KEY, {})
         return decoded
 
+    def register(self, transcoding: Transcoding) -> None:
+        super().register(_UUIDsOnce() if type(transcoding) is UUIDAsHex else transcoding)
+
     def _revived(self, value: Any) -> Any:
         kind = type(value)
         if kind is dict:
+            names = self.names
             for key, item in value.items():
-                if type(item) in _NESTED:
+                nested = type(item)
+                if nested is dict and len(item) == 2 and type(item.get("_data_")) is str:
+                    transcoding = names.get(item.get("_type_"))
+                    # a transcoded leaf, the usual case: no recursion (unknown types and
+                    # lookalikes go the library's way: its error, or the dict as it is)
+                    value[key] = (
+                        transcoding.decode(item["_data_"])
+                        if transcoding
+                        else self._decode_obj(item)
+                    )
+                elif nested in _NESTED:
                     value[key] = self._revived(item)
             if len(value) == 2 and "_type_" in value and "_data_" in value:
                 return self._decode_obj(value)  # the library's own lookup and errors
@@ -87,6 +103,19 @@ class MetadataTranscoder(JSONTranscoder):
         if kind is float:
             raise _HasFloat
         return value
+
+
+class _UUIDsOnce(UUIDAsHex):
+    """UUIDAsHex that builds each distinct UUID once: tenant, node and SKU ids recur in
+    event after event, and UUIDs are immutable."""
+
+    def decode(self, data: str) -> UUID:
+        return _uuid(data)
+
+
+@functools.lru_cache(maxsize=65536)
+def _uuid(data: str) -> UUID:
+    return UUID(data)
 
 
 class _HasFloat(Exception):

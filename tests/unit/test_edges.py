@@ -5,7 +5,13 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
-from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    JSONTranscoder,
+    TranscodingNotRegisteredError,
+    UUIDAsHex,
+)
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -67,6 +73,15 @@ def test_the_fast_decoder_reads_what_the_library_reads(state: dict[str, object])
     stored = transcoder.encode(state)
 
     assert transcoder.decode(stored) == _library_transcoder(transcoder).decode(stored)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [b'{"a": {"_type_": "nope", "_data_": "x"}}', b'{"a": [{"_type_": "nope", "_data_": {}}]}'],
+)
+def test_a_stored_type_nobody_registered_fails_as_the_library_fails(stored: bytes) -> None:
+    with pytest.raises(TranscodingNotRegisteredError):
+        MetadataTranscoder().decode(stored)
 
 
 def _stored_tenant_notification(traceparent: str | None) -> tuple[Identity, object]:
