@@ -37,7 +37,8 @@ _LOCK = ".lock"
 _POLL_SECONDS = 0.02
 _KILL_WAIT_SECONDS = 2.0
 # The workload gets these from the worker's environment and nothing else: no secrets leak.
-_PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+# LD_LIBRARY_PATH: on hosts where the CUDA driver library is found only through it.
+_PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH")
 _T = TypeVar("_T")
 
 

@@ -96,6 +96,7 @@ async def test_provision_runs_the_workload_in_its_workspace_with_the_claimed_gpu
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GPUCLOUD_SECRET", "not for tenants")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/local/cuda/lib64")  # where libcuda may be
     spec = new_spec(0, 2)
     instance = await local(root).provision(spec, TIMEOUT)
     report = await started(root, spec)
@@ -106,6 +107,7 @@ async def test_provision_runs_the_workload_in_its_workspace_with_the_claimed_gpu
     assert env["GPUCLOUD_ALLOCATION_ID"] == str(spec.allocation_id)
     assert env["GPUCLOUD_TENANT_ID"] == str(spec.tenant_id)
     assert "GPUCLOUD_SECRET" not in env
+    assert env["LD_LIBRARY_PATH"] == "/usr/local/cuda/lib64"
     assert report["cwd"] == str(workspace)
     assert (instance.allocation_id, instance.node_id) == (spec.allocation_id, spec.node_id)
     assert instance.handle == str(starts(root, spec)[0])
