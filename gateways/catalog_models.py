@@ -105,6 +105,10 @@ class SkuOut(BaseModel):
     disk_gib: int
     regions: list[str]
     price_per_gpu_hour: int = Field(description="integer micro-dollars per GPU-hour")
+    provision_deadline_seconds: int = Field(
+        description="an allocation not running this long after its request fails with "
+        "provisioning_timeout"
+    )
     active: bool
     created_at: datetime
     version: int

@@ -28,8 +28,9 @@ NODES = Projection(name="nodes", topics=("inventory.node.v1",), tables=("nodes",
 
 SKU_COLUMNS = (
     "id", "name", "gpu_model", "gpus", "vcpus", "ram_gib", "disk_gib", "regions",
-    "price_per_gpu_hour", "active", "created_at", "version",
+    "price_per_gpu_hour", "provision_deadline_seconds", "active", "created_at", "version",
 )  # fmt: skip
+DEFAULT_DEADLINE = 600  # events from before SKUs carried a deadline
 SKU_SORTS = ("created_at", "price_per_gpu_hour", "name")
 SKU_LIST = ListSpec("skus", SKU_COLUMNS, SKU_SORTS)
 SKU_IN_REGION = ListSpec("sku_regions", SKU_COLUMNS, SKU_SORTS)  # filter: region
@@ -49,16 +50,17 @@ async def skus_created(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     fields = ("sku_id", "name", "gpu_model", "gpus", "vcpus", "ram_gib", "disk_gib")
     await cur.execute(
         "INSERT INTO skus (id, name, gpu_model, gpus, vcpus, ram_gib, disk_gib, regions, "
-        "price_per_gpu_hour, active, created_at, version) "
+        "price_per_gpu_hour, provision_deadline_seconds, active, created_at, version) "
         "SELECT id, name, model, gpus, vcpus, ram, disk, "
-        "ARRAY(SELECT jsonb_array_elements_text(regions)), price, true, at, version "
+        "ARRAY(SELECT jsonb_array_elements_text(regions)), price, deadline, true, at, version "
         "FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::int[], %s::int[], %s::int[], "
-        "%s::int[], %s::jsonb[], %s::bigint[], %s::timestamptz[], %s::bigint[]) "
-        "AS e(id, name, model, gpus, vcpus, ram, disk, regions, price, at, version)",
+        "%s::int[], %s::jsonb[], %s::bigint[], %s::int[], %s::timestamptz[], %s::bigint[]) "
+        "AS e(id, name, model, gpus, vcpus, ram, disk, regions, price, deadline, at, version)",
         [
             *(column(envs, f) for f in fields),
             [Jsonb(e.data["regions"]) for e in envs],
             column(envs, "price_per_gpu_hour"),
+            [e.data.get("provision_deadline_seconds", DEFAULT_DEADLINE) for e in envs],
             column(envs, "at"),
             _sequences(envs),
         ],

@@ -312,7 +312,7 @@ def _allocation_of(settings: Settings, tenant_id: UUID) -> UUID:
 
 CLI_SKU = shlex.split(
     "sku create --name 'CLI 1x L4' --gpu-model L4 --gpus 1 --region eu-west-1 "
-    "--region us-east-1 --price-per-gpu-hour 800000 --json"
+    "--region us-east-1 --price-per-gpu-hour 800000 --provision-deadline 900 --json"
 )
 CLI_NODE = shlex.split("node register --driver ssh --region eu-west-1 --gpu-model L4 --gpu-count 2")
 CLI_DISCOVER = shlex.split("node register --driver local --region eu-west-1 --discover")
@@ -351,6 +351,8 @@ async def test_the_cli_creates_skus_and_nodes_the_api_then_lists(
         listed = await http.get("/v1/skus?gpu_model=L4", headers=auth(ops_key))
         ssh = await eventually(lambda: _ok(http.get(f"/v1/nodes/{node_id}", headers=auth(ops_key))))
     assert (sku["price_per_gpu_hour"], sku["vcpus"], sku["ram_gib"]) == (800_000, 8, 64)
+    assert sku["provision_deadline_seconds"] == 900
+    assert listed.json()["items"][0]["provision_deadline_seconds"] == 900
     assert [item["id"] for item in listed.json()["items"]] == [sku_id]
     assert (ssh["driver"], ssh["address"], ssh["gpu_count"]) == ("ssh", "10.0.0.7:22", 2)
 

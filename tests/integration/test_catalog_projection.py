@@ -109,3 +109,4 @@ async def test_the_latest_price_and_activation_of_a_run_win(conn: AsyncConnectio
     assert row is not None
     assert (row["price_per_gpu_hour"], row["active"], row["version"]) == (7_000_000, False, 6)
     assert row["availability"] == [{"region": "eu-west-1", "units": 0}]
+    assert row["provision_deadline_seconds"] == 600  # an event from before SKUs carried one
