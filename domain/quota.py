@@ -4,6 +4,10 @@ Admission reserves an allocation's GPUs here and settlement frees them, each in 
 transaction as the allocation's own event (handlers/unit_of_work.py). Two requests racing for
 the last GPUs of a quota therefore race on this aggregate's version: one saves, the other
 reloads, decides again and is refused. A read model could only give a soft limit.
+
+The limit is the platform's default (a setting) unless ops set one for the tenant
+(``set_limit``). Lowering it below what is in use releases nothing: new requests are refused
+until enough is freed.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import DomainError
+from domain.errors import DomainError, ValidationFailedError
 
 T = "gpucloud.compute.GpuQuota."
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://gpucloud.dev/quota")
+MAX_LIMIT = 100_000  # GPUs: far beyond any one tenant, a guard against typos
 
 
 class QuotaExceededError(DomainError):
@@ -36,15 +41,33 @@ class GpuQuota(Aggregate):
     def __init__(self, tenant_id: UUID) -> None:
         self.tenant_id = tenant_id
         self.held: dict[UUID, int] = {}
+        self.limit: int | None = None  # None: the platform's default
 
     @property
     def in_use(self) -> int:
         return sum(self.held.values())
 
-    def reserve(self, allocation_id: UUID, gpus: int, limit: int) -> None:
-        """Hold ``gpus`` for the allocation, within ``limit``; again for the same one: nothing."""
+    def limit_or(self, default: int) -> int:
+        """The tenant's limit: the one ops set, else ``default``."""
+        return default if self.limit is None else self.limit
+
+    def set_limit(self, gpus: int | None) -> bool:
+        """Ops set the tenant's limit (None: back to the default). True if it changed."""
+        if gpus is not None and (
+            isinstance(gpus, bool) or not isinstance(gpus, int) or not 0 <= gpus <= MAX_LIMIT
+        ):
+            raise ValidationFailedError(f"gpus must be an integer from 0 to {MAX_LIMIT}")
+        if gpus == self.limit:
+            return False
+        self._limit_set(self.tenant_id, gpus)
+        return True
+
+    def reserve(self, allocation_id: UUID, gpus: int, default_limit: int) -> None:
+        """Hold ``gpus`` for the allocation, within the tenant's limit (``default_limit``
+        unless ops set one); again for the same allocation: nothing."""
         if allocation_id in self.held:
             return
+        limit = self.limit_or(default_limit)
         if self.in_use + gpus > limit:
             raise QuotaExceededError(
                 f"{gpus} more GPUs would exceed the tenant's quota of {limit} ({self.in_use} in "
@@ -64,3 +87,15 @@ class GpuQuota(Aggregate):
     @event("Freed", topic=T + "Freed")
     def _freed(self, tenant_id: UUID, allocation_id: UUID, gpus: int) -> None:
         del self.held[allocation_id]
+
+    @event("LimitSet", topic=T + "LimitSet")
+    def _limit_set(self, tenant_id: UUID, gpus: int | None) -> None:
+        self.limit = gpus
+
+
+def standing(quota: GpuQuota | None, default_limit: int) -> tuple[int, int, bool]:
+    """(limit, GPUs in use, whether the limit is the default) of a tenant's quota; None: a
+    tenant that never had one."""
+    limit = quota.limit if quota is not None else None
+    in_use = quota.in_use if quota is not None else 0
+    return (default_limit if limit is None else limit), in_use, limit is None

@@ -16,22 +16,26 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from domain.allocation import Allocation
-from domain.errors import NotFoundError
+from domain.errors import NotFoundError, ValidationFailedError
 from domain.identity import Principal
+from domain.quota import GpuQuota, standing
+from domain.tenant import Tenant
 from gateways import consistency
 from gateways.allocation_models import (
     AllocationOut,
     AllocationPage,
     AllocationQuery,
+    QuotaOut,
     ReleaseAllocation,
     RequestAllocation,
+    SetQuota,
     UsagePage,
     UsageQuery,
     UsageWindowOut,
 )
-from gateways.auth import ANY_ROLE, Guard, own_tenant, readable_tenant, system_of
+from gateways.auth import ANY_ROLE, OPS_ONLY, Guard, own_tenant, readable_tenant, system_of
 from gateways.catalog_api import read_model
-from gateways.commands import dispatch
+from gateways.commands import blocking, dispatch
 from gateways.identity_api import PositionToken, RequiredIdempotencyKey
 from infra import metrics
 from projections import allocations as read
@@ -39,6 +43,7 @@ from projections import allocations as read
 router = APIRouter(prefix="/v1")
 Anyone = Annotated[Principal, Depends(ANY_ROLE)]
 Users = Annotated[Principal, Depends(Guard("owner", "member"))]
+QuotaReaders = Annotated[Principal, Depends(Guard("owner", "billing", "auditor", "ops"))]
 
 
 def _accepted(response: Response, allocation: Allocation) -> None:
@@ -181,3 +186,42 @@ async def usage(
     async with read_model(request, position) as conn:
         page = await read.list_usage(conn, query.page(tenant))
     return UsagePage(items=[UsageWindowOut(**i) for i in page.items], next_cursor=page.next_cursor)
+
+
+def _quota_view(tenant_id: UUID, quota: GpuQuota | None, default: int) -> QuotaOut:
+    limit, in_use, is_default = standing(quota, default)
+    return QuotaOut(tenant_id=tenant_id, gpus_limit=limit, gpus_in_use=in_use, default=is_default)
+
+
+@router.get("/quota", response_model=QuotaOut, operation_id="getQuota")
+async def get_quota(
+    request: Request,
+    caller: QuotaReaders,
+    tenant_id: Annotated[UUID | None, Query(description="ops only: whose quota")] = None,
+) -> QuotaOut:
+    """The tenant's GPU limit and what its live allocations hold, from the write model (the
+    same numbers admission decides on)."""
+    sys = system_of(request)
+    tenant = readable_tenant(caller, tenant_id)
+    if tenant is None:
+        raise ValidationFailedError("ops name the tenant: ?tenant_id=<uuid>")
+    quota = await blocking(partial(sys.compute.quota, tenant), sys.settings.command_timeout)
+    return _quota_view(tenant, quota, sys.settings.tenant_gpu_quota)
+
+
+@router.put("/admin/tenants/{tenant_id}/quota", response_model=QuotaOut, operation_id="setQuota")
+async def set_quota(
+    tenant_id: UUID,
+    body: SetQuota,
+    request: Request,
+    caller: Annotated[Principal, Depends(OPS_ONLY)],
+) -> QuotaOut:
+    """Ops set a tenant's GPU limit (``null``: the platform's default). A limit below what is
+    in use frees nothing: new requests are refused until enough is released. Setting the same
+    limit again changes nothing (PUT)."""
+    sys = system_of(request)
+    await blocking(partial(sys.identity.get, Tenant, tenant_id), sys.settings.command_timeout)
+    change = partial(sys.compute.set_quota, tenant_id, body.gpus)
+    quota = await dispatch(change, caller.actor, sys.settings.command_timeout)
+    metrics.COMMANDS.labels("quota.set", "ok").inc()
+    return _quota_view(tenant_id, quota, sys.settings.tenant_gpu_quota)

@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, StrictInt
 
 from domain.allocation import ACTIONS
+from domain.quota import MAX_LIMIT as MAX_QUOTA
 from gateways.catalog_models import ListQuery, Region, Strict
 
 
@@ -101,3 +102,17 @@ class UsageQuery(ListQuery):
 
     def filters(self) -> dict[str, Any]:
         return {"allocation_id": self.allocation_id}
+
+
+class SetQuota(Strict):
+    gpus: Annotated[StrictInt, Field(ge=0, le=MAX_QUOTA)] | None = Field(
+        description="the tenant's GPU limit; null: back to the platform's default",
+        examples=[16],
+    )
+
+
+class QuotaOut(BaseModel):
+    tenant_id: UUID
+    gpus_limit: int = Field(description="the most GPUs the tenant's live allocations may hold")
+    gpus_in_use: int
+    default: bool = Field(description="true: the platform's default limit applies")

@@ -11,6 +11,7 @@ from gateways import admin, opstools, processes
 from gateways.catalog_cli import node_app, sku_app
 from gateways.cli_common import DataDir, JsonOut, refusals, settings_for
 from gateways.ledger_cli import ledger_app
+from gateways.quota_cli import quota_app
 from infra.observability import setup_logging
 from infra.settings import Settings
 
@@ -30,6 +31,7 @@ admin_app.add_typer(admin_key_app, name="ops-key")
 app.add_typer(node_app, name="node")
 app.add_typer(sku_app, name="sku")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(quota_app, name="quota")
 
 
 @app.command()

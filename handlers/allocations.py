@@ -77,7 +77,7 @@ class Allocations(ContextApplication):
             if session.find(self, Allocation, allocation_id) is not None:
                 raise _AlreadyAdmitted  # a concurrent request with this key won
             hold_id = self._hold(session, tenant_id, allocation_id, runway, now, deadline)
-            self._quota(session, tenant_id).reserve(allocation_id, gpus, quota_gpus)
+            self._quota(session, tenant_id).reserve(allocation_id, gpus, quota_gpus)  # default
             allocation = Allocation.request(
                 allocation_id, tenant_id, sku.id, region, gpus, sku.price_per_gpu_hour,
                 name or f"{sku.name} x{count}", digest, now, deadline, hold_id,
@@ -222,6 +222,21 @@ class Allocations(ContextApplication):
         hold = ledger.holds.get(allocation.hold_id)
         if hold is not None and hold.state == OPEN:
             ledger.void(f"runway-void:{allocation.id}", allocation.hold_id, now)
+
+    def set_quota(self, tenant_id: UUID, gpus: int | None) -> GpuQuota:
+        """Ops set the tenant's GPU limit (None: back to the platform's default); setting
+        the same limit again records nothing. The quota as it now stands."""
+
+        def change(session: Session) -> GpuQuota:
+            quota = self._quota(session, tenant_id)
+            quota.set_limit(gpus)
+            return quota
+
+        return self.uow.run(change)
+
+    def quota(self, tenant_id: UUID) -> GpuQuota | None:
+        """The tenant's quota as stored (None: it never requested a GPU nor had a limit)."""
+        return self.find(GpuQuota, GpuQuota.create_id(tenant_id))
 
     def _quota(self, session: Session, tenant_id: UUID) -> GpuQuota:
         found = session.find(self, GpuQuota, GpuQuota.create_id(tenant_id))

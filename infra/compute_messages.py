@@ -110,10 +110,19 @@ class GpuQuotaChangeV1(WireModel):
     at: datetime
 
 
-def _quota(ce_type: str) -> WireEvent:
-    return published(
-        f"quota.{ce_type}", QUOTA_TOPIC, GpuQuotaChangeV1, "quota_id", lambda e: e.tenant_id
-    )
+class GpuQuotaLimitV1(WireModel):
+    """Ops set a tenant's GPU limit; ``gpus`` null: back to the platform's default."""
+
+    model_config = ConfigDict(title="GpuQuotaLimit")
+    schema_version: Literal[1] = 1
+    quota_id: UUID
+    tenant_id: UUID
+    gpus: int | None = Field(ge=0)
+    at: datetime
+
+
+def _quota(ce_type: str, model: type[WireModel] = GpuQuotaChangeV1) -> WireEvent:
+    return published(f"quota.{ce_type}", QUOTA_TOPIC, model, "quota_id", lambda e: e.tenant_id)
 
 
 def _on(ce_type: str, model: type[WireModel]) -> WireEvent:
@@ -141,5 +150,6 @@ QUOTA_WIRE: dict[type[Any], WireEvent] = {
     _quota_class.Opened: _quota("opened"),
     _quota_class.Reserved: _quota("reserved"),
     _quota_class.Freed: _quota("freed"),
+    _quota_class.LimitSet: _quota("limit_set", GpuQuotaLimitV1),
 }
 COMPUTE_WIRE = {**ALLOCATION_WIRE, **QUOTA_WIRE}

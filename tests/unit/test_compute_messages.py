@@ -120,14 +120,18 @@ def test_failure_reasons_on_the_wire_are_the_domains() -> None:
 def test_quota_events_carry_the_tenant_and_the_allocation() -> None:
     tenant, allocation = uuid4(), uuid4()
     quota = GpuQuota(tenant_id=tenant)
-    quota.reserve(allocation, 2, limit=4)
-    quota.reserve(allocation, 2, limit=4)  # again: nothing new
+    quota.reserve(allocation, 2, default_limit=4)
+    quota.reserve(allocation, 2, default_limit=4)  # again: nothing new
     quota.free(allocation)
+    quota.set_limit(8)
+    quota.set_limit(None)
     events = quota.collect_events()
     payloads = [QUOTA_WIRE[type(e)].payload(e).model_dump() for e in events]
     assert [QUOTA_WIRE[type(e)].ce_type for e in events] == [
-        "cloud.gpu.quota.opened.v1", "cloud.gpu.quota.reserved.v1", "cloud.gpu.quota.freed.v1"
+        "cloud.gpu.quota.opened.v1", "cloud.gpu.quota.reserved.v1", "cloud.gpu.quota.freed.v1",
+        "cloud.gpu.quota.limit_set.v1", "cloud.gpu.quota.limit_set.v1",
     ]  # fmt: skip
     assert all(p["tenant_id"] == tenant and p["quota_id"] == quota.id for p in payloads)
-    assert [(p["allocation_id"], p["gpus"]) for p in payloads[1:]] == [(allocation, 2)] * 2
+    assert [(p["allocation_id"], p["gpus"]) for p in payloads[1:3]] == [(allocation, 2)] * 2
+    assert [p["gpus"] for p in payloads[3:]] == [8, None]
     assert {w.kafka_topic for w in QUOTA_WIRE.values()} == {QUOTA_TOPIC}
