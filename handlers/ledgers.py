@@ -194,21 +194,23 @@ class Ledgers(ContextApplication):
     def streams(self, ledger_ids: list[UUID]) -> list[LedgerStream]:
         """Many ledgers' stored events in one query (as ``stream`` gives them), in the order
         of ``ledger_ids``; a ledger without events gives an empty stream."""
+        return streams_of(ledger_ids, self.stream_rows(ledger_ids))
+
+    def stream_rows(self, ledger_ids: list[UUID]) -> list[tuple[Any, ...]]:
+        """The query behind ``streams``: (position in ``ledger_ids`` from 1, version, topic,
+        state bytes) rows, ledger by ledger in version order. Apart from the decoding, so an
+        auditor can read the next batch while it checks this one."""
         statement = (
             "SELECT c.n, e.originator_version, e.topic, e.state "
             "FROM unnest(%s::uuid[]) WITH ORDINALITY AS c(id, n) CROSS JOIN LATERAL ("
             f"SELECT * FROM {table_of(self.recorder)} t WHERE t.originator_id = c.id "
             "ORDER BY t.originator_version) AS e ORDER BY c.n, e.originator_version"
         )
-        events: list[list[StoredLedgerEvent]] = [[] for _ in ledger_ids]
-        stored = StoredLedgerEvent.from_stored
         recorder: Any = self.recorder  # PostgreSQL only
-        datastore = recorder.datastore
-        with datastore.get_connection() as conn, conn.cursor(row_factory=_tuples) as cur:
+        with recorder.datastore.get_connection() as conn, conn.cursor(row_factory=_tuples) as cur:
             cur.execute(statement, [ledger_ids], binary=True)  # bytea as is, not hex text
-            for n, version, topic, state in cur.fetchall():
-                events[n - 1].append(stored(version, topic, auditor_state(state)))
-        return [LedgerStream(i, found) for i, found in zip(ledger_ids, events, strict=True)]
+            rows: list[tuple[Any, ...]] = cur.fetchall()
+        return rows
 
     def _open_once(self, ledger: Ledger) -> Ledger:
         """The ledger as stored: the one given, unless it was open already."""
@@ -305,6 +307,15 @@ class Ledgers(ContextApplication):
                 time.sleep(random.uniform(0, delay))
                 delay = min(delay * 2, BACKOFF_CAP)
         return run()
+
+
+def streams_of(ledger_ids: list[UUID], rows: list[tuple[Any, ...]]) -> list[LedgerStream]:
+    """``Ledgers.stream_rows`` decoded as the auditor reads them."""
+    events: list[list[StoredLedgerEvent]] = [[] for _ in ledger_ids]
+    stored = StoredLedgerEvent.from_stored
+    for n, version, topic, state in rows:
+        events[n - 1].append(stored(version, topic, auditor_state(state)))
+    return [LedgerStream(i, found) for i, found in zip(ledger_ids, events, strict=True)]
 
 
 def _expire(ledger: Ledger, hold_id: str, now: datetime) -> bool:
