@@ -37,12 +37,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID
 
 import orjson
-from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
 
 from domain.errors import DomainError, NotFoundError, ValidationFailedError
@@ -59,7 +57,6 @@ BACKOFF_CAP = 0.05
 LOCK_STRIPES = 64
 OPENED_TOPIC = "gpucloud.ledger.Ledger.Opened"
 R = TypeVar("R")
-A = TypeVar("A", bound=Aggregate)
 
 
 @dataclass(frozen=True)
@@ -158,7 +155,10 @@ class Ledgers(ContextApplication):
         """Expire many holds (``(tenant id, hold id)`` each) in one transaction; how many
         this call expired (a hold closed already, or unknown, counts nothing)."""
         outcomes = self.decide_many(
-            [(tenant, partial(_expire, hold_id=hold_id, now=now)) for tenant, hold_id in due]
+            [
+                (tenant, functools.partial(_expire, hold_id=hold_id, now=now))
+                for tenant, hold_id in due
+            ]
         )
         return sum(outcome is True for outcome in outcomes)
 

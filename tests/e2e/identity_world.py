@@ -50,3 +50,13 @@ async def _add(http: httpx.AsyncClient, tenant: Tenant, role: str) -> None:
 
 def json_of(response: httpx.Response) -> Any:
     return response.json() if response.content else None
+
+
+async def grant_credit(http: httpx.AsyncClient, ops_key: str, tenant_id: str, micro: int) -> None:
+    """Credit a tenant's ledger for a test: an ops adjustment, asserted to land."""
+    credit = await http.post(
+        f"/v1/admin/tenants/{tenant_id}/ledger/adjustments",
+        json={"amount": str(micro), "reason": "test credit"},
+        headers={**bearer(ops_key), "Idempotency-Key": "credit-1"},
+    )
+    assert credit.status_code == 201, credit.text

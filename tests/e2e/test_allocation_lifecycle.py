@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from infra.settings import Settings
-from tests.e2e.identity_world import Tenant, bearer, open_tenant
+from tests.e2e.identity_world import Tenant, bearer, grant_credit, open_tenant
 from tests.support import api_server, eventually, roles
 
 pytestmark = pytest.mark.e2e
@@ -36,12 +36,7 @@ async def stage(http: httpx.AsyncClient, ops_key: str) -> tuple[Tenant, str, str
     sku = (await http.post("/v1/skus", json=SKU, headers=ops)).json()["id"]
     node = {"driver": "local", "region": "eu-west-1", "gpu_model": "H100", "gpu_count": 4}
     node_id = (await http.post("/v1/nodes", json=node, headers=ops)).json()["id"]
-    credit = await http.post(
-        f"/v1/admin/tenants/{acme.id}/ledger/adjustments",
-        json={"amount": "10000000", "reason": "test credit"},
-        headers={**ops, "Idempotency-Key": "credit-1"},
-    )
-    assert credit.status_code == 201, credit.text
+    await grant_credit(http, ops_key, acme.id, 10_000_000)
 
     async def placeable() -> bool:
         return (await http.get(f"/v1/nodes/{node_id}", headers=ops)).status_code == 200

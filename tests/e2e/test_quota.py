@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from infra.settings import Settings
-from tests.e2e.identity_world import bearer, open_tenant
+from tests.e2e.identity_world import bearer, grant_credit, open_tenant
 from tests.support import api_server, gpucloud
 
 pytestmark = pytest.mark.e2e
@@ -27,12 +27,7 @@ async def test_ops_set_a_tenants_limit_and_admission_holds_to_it(
         acme = await open_tenant(http, ops_key, "Acme")
         owner = bearer(acme.keys["owner"])
         sku = (await http.post("/v1/skus", json=SKU, headers=ops)).json()["id"]
-        credit = await http.post(
-            f"/v1/admin/tenants/{acme.id}/ledger/adjustments",
-            json={"amount": "100000000", "reason": "test credit"},
-            headers={**ops, "Idempotency-Key": "credit-1"},
-        )
-        assert credit.status_code == 201, credit.text
+        await grant_credit(http, ops_key, acme.id, 100_000_000)
         quota = f"/v1/admin/tenants/{acme.id}/quota"
 
         async def ask(key: str) -> httpx.Response:
