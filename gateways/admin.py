@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from uuid import uuid4
 
 from gateways.output import show
@@ -17,7 +16,7 @@ def create_tenant(settings: Settings, name: str, owner_email: str | None, json_o
     system = build_system(settings)
     try:
         with event_metadata(actor="cli:admin", correlation_id=f"cli-{uuid4()}"):
-            opened = system.identity.create_tenant(name, None, datetime.now(UTC), owner_email)
+            opened = system.identity.create_tenant(name, None, system.clock(), owner_email)
     finally:
         system.close_write_side()
     assert opened.key is not None  # a fresh tenant always comes with its owner's key
@@ -29,7 +28,7 @@ def create_ops_key(settings: Settings, name: str, json_out: bool) -> None:
     system = build_system(settings)
     try:
         with event_metadata(actor="cli:admin", correlation_id=f"cli-{uuid4()}"):
-            issued = system.identity.issue_ops_key(name, datetime.now(UTC))
+            issued = system.identity.issue_ops_key(name, system.clock())
     finally:
         system.close_write_side()
     show(json_out, {"key_id": str(issued.id), "api_key": issued.token}, SHOWN_ONCE)

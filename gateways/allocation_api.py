@@ -8,7 +8,6 @@ together by the compute context.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated
 from uuid import UUID
@@ -85,7 +84,7 @@ async def request_allocation(
     """Admit an allocation: the SKU is offered in the region, the tenant's quota holds, and a
     runway hold fits the balance. Provisioning then runs asynchronously: follow ``Location``."""
     sys, tenant = system_of(request), own_tenant(caller)
-    s, now = sys.settings, datetime.now(UTC)
+    s, now = sys.settings, sys.clock()
     command = partial(
         sys.compute.request, tenant_id=tenant, sku_id=body.sku_id, region=body.region,
         count=body.count, name=body.name, key=idempotency_key, now=now,
@@ -115,7 +114,7 @@ async def release_allocation(
     one that is releasing already is accepted again; a released or failed one is a 409."""
     sys, tenant = system_of(request), own_tenant(caller)
     reason = (body or ReleaseAllocation()).reason
-    release = partial(sys.compute.release, allocation_id, reason, datetime.now(UTC), tenant)
+    release = partial(sys.compute.release, allocation_id, reason, sys.clock(), tenant)
     allocation = await dispatch(release, caller.actor, sys.settings.command_timeout)
     metrics.COMMANDS.labels("allocation.release", "ok").inc()
     _accepted(response, allocation)

@@ -17,7 +17,7 @@ import os
 import shlex
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from uuid import UUID
 
@@ -72,7 +72,7 @@ def provisioning_of(system: System, drivers: Callable[[str], NodeDriver]) -> Pro
             )
 
     timeout = system.settings.driver_timeout_seconds
-    return Provisioning(system.compute, drivers, candidates, timeout)
+    return Provisioning(system.compute, drivers, candidates, system.clock, timeout)
 
 
 async def saga_pass(system: System, provisioning: Provisioning) -> int:
@@ -109,7 +109,7 @@ async def _step(
 
 async def billing_pass(system: System, now: datetime | None = None) -> BillingPass:
     """Bill every due window of every billable allocation, a batch per transaction."""
-    moment, total, after = now or datetime.now(UTC), BillingPass(), None
+    moment, total, after = now or system.clock(), BillingPass(), None
     while True:
         async with system.pool.connection() as conn:
             due = await work.billable_allocations(
@@ -141,7 +141,7 @@ async def depletion_pass(system: System, now: datetime | None = None) -> int:
     for tenant_id, ledger_version in pending:
         ledger = await asyncio.to_thread(system.ledgers.ledger, tenant_id)
         if ledger.depleted:
-            forced += await _force_release_all(system, tenant_id, now or datetime.now(UTC))
+            forced += await _force_release_all(system, tenant_id, now or system.clock())
         async with system.pool.connection() as conn:
             await work.mark_depletion_handled(conn, tenant_id, ledger_version)
     metrics.FORCED_RELEASES.inc(forced)

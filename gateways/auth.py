@@ -9,7 +9,6 @@ the contract says who may call what, and a test walks it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any
 from uuid import UUID
@@ -58,7 +57,7 @@ async def authenticate(request: Request, credentials: Credentials) -> Principal:
     if credentials is None:
         raise _unauthenticated("send `Authorization: Bearer <API key>`")
     sys = system_of(request)
-    check = partial(sys.identity.authenticate, credentials.credentials, datetime.now(UTC))
+    check = partial(sys.identity.authenticate, credentials.credentials, sys.clock())
     principal = await blocking(check, sys.settings.command_timeout)
     await _rate_limit(request, principal)
     request.state.principal = principal

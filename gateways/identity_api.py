@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Annotated, Literal
 from uuid import UUID
@@ -114,7 +114,7 @@ async def create_tenant(
 ) -> TenantCreatedOut:
     sys = system_of(request)
     command = partial(
-        sys.identity.create_tenant, body.name, idempotency_key, datetime.now(UTC), body.owner_email
+        sys.identity.create_tenant, body.name, idempotency_key, sys.clock(), body.owner_email
     )
     opened = await dispatch(command, caller.actor, sys.settings.command_timeout)
     created = "created" if opened.tenant.created else "replayed"
@@ -203,7 +203,7 @@ async def create_key(
     grant = KeyGrant(
         caller.tenant_id, user_id, user.role, body.read_only, body.name, body.expires_at
     )
-    command = partial(sys.identity.issue_key, grant, datetime.now(UTC))
+    command = partial(sys.identity.issue_key, grant, sys.clock())
     issued = await dispatch(command, caller.actor, sys.settings.command_timeout)
     consistency.mark_written(
         response, f"/v1/api-keys/{issued.id}", API_KEYS.name, issued.id, issued.version
@@ -228,7 +228,7 @@ async def revoke_key(
 ) -> RevokedOut:
     """Idempotent; the key stops working on its very next request."""
     sys = system_of(request)
-    command = partial(sys.identity.revoke_key, key_id, caller.tenant_id, datetime.now(UTC))
+    command = partial(sys.identity.revoke_key, key_id, caller.tenant_id, sys.clock())
     written = await dispatch(command, caller.actor, sys.settings.command_timeout)
     consistency.mark_written(
         response, f"/v1/api-keys/{key_id}", API_KEYS.name, key_id, written.version

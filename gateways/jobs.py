@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 
 from infra import metrics
@@ -22,7 +22,7 @@ EXPIRY_BATCH = 200  # holds expired in one transaction
 async def expire_holds(system: System, now: datetime | None = None) -> int:
     """Void every open hold past its expiry (found in the read model, decided by the ledger),
     EXPIRY_BATCH holds to a transaction; returns how many this worker expired."""
-    moment = now or datetime.now(UTC)
+    moment = now or system.clock()
     async with system.pool.connection() as conn:
         due = await expired_holds(conn, moment)
     expired = 0

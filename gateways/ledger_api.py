@@ -3,7 +3,7 @@ auditors; adjustments for ops. Money is integer micro-dollars, as a string in re
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Annotated, Literal
 from uuid import UUID
@@ -178,7 +178,7 @@ async def adjust(
 ) -> ReceiptOut:
     """Ops correct a balance with a reason; the same key again answers the same receipt."""
     sys = system_of(request)
-    now = datetime.now(UTC)
+    now = sys.clock()
     await blocking(partial(sys.identity.get, Tenant, tenant_id), sys.settings.command_timeout)
 
     def open_and_adjust() -> Receipt:

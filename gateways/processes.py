@@ -121,7 +121,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     await system.open()
     drivers = allocation_jobs.drivers_of(allocation_jobs.driver_config(system))
     provisioning = allocation_jobs.provisioning_of(system, drivers)
-    reconciler = Reconciler(system.compute, drivers, settings.driver_timeout_seconds)
+    reconciler = Reconciler(system.compute, drivers, system.clock, settings.driver_timeout_seconds)
     every, fast = settings.worker_interval_seconds, settings.saga_poll_seconds
     loops: list[tuple[float, Callable[[], Awaitable[object]]]] = [
         (every, partial(jobs.expire_holds, system)),

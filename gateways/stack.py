@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -110,7 +110,7 @@ def seed(s: Settings) -> dict[str, str]:
     system = build_system(s)
     identity = system.identity
     try:
-        now = datetime.now(UTC)
+        now = system.clock()
         keys = {}
         for name, make in (
             ("ops_key", lambda: identity.issue_ops_key("gpucloud up", now).token),

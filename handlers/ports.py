@@ -9,9 +9,15 @@ release.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 from uuid import UUID
+
+Clock = Callable[[], datetime]
+"""What time it is (timezone-aware UTC). One clock is built into the System and handed to
+everything that asks the time, so a test drives them all from the same instant."""
 
 
 class DriverError(Exception):

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID
@@ -33,11 +32,10 @@ from uuid import UUID
 from domain.allocation import Allocation
 from domain.catalog import Node
 from handlers.allocations import Allocations
-from handlers.ports import DriverError, DriverTimeoutError, InstanceSpec, NodeDriver
+from handlers.ports import Clock, DriverError, DriverTimeoutError, InstanceSpec, NodeDriver
 
 R = TypeVar("R")
 Candidates = Callable[[Allocation], Awaitable[list[UUID]]]
-Clock = Callable[[], datetime]
 
 
 class StepFailedError(Exception):
@@ -55,8 +53,8 @@ class Provisioning:
     allocations: Allocations
     drivers: Callable[[str], NodeDriver]
     candidates: Candidates
+    clock: Clock
     call_timeout: float = 30.0
-    clock: Clock = field(default=lambda: datetime.now(UTC))
 
     async def advance(self, allocation_id: UUID) -> str:
         """Do the next step; returns the state the allocation is in afterwards."""

@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from uuid import UUID
 
 from domain.allocation import RUNNING, TERMINAL, Allocation
 from domain.catalog import Node
 from handlers.allocations import Allocations
-from handlers.ports import DriverError, InstanceSpec, NodeDriver
+from handlers.ports import Clock, DriverError, InstanceSpec, NodeDriver
 
 
 @dataclass
@@ -36,6 +35,7 @@ class Drift:
 class Reconciler:
     allocations: Allocations
     drivers: Callable[[str], NodeDriver]
+    clock: Clock
     timeout: float = 30.0
 
     async def reconcile(self, nodes: Iterable[UUID], running: Iterable[UUID]) -> Drift:
@@ -83,7 +83,7 @@ class Reconciler:
                 return
         except DriverError:
             return  # cannot tell: do not fail a tenant's allocation on a flaky node
-        now = datetime.now(UTC)
+        now = self.clock()
         detail = f"node {node.id} reports no instance for it"
         await asyncio.to_thread(
             partial(self.allocations.fail, allocation.id, "instance_lost", detail, now)

@@ -15,6 +15,8 @@ from handlers.allocations import Allocations
 from handlers.identity import Identity
 from handlers.inventory import Inventory
 from handlers.ledgers import Ledgers
+from handlers.ports import Clock
+from infra.clock import wall_clock
 from infra.db import async_pool, migrate, schema_lock
 from infra.eventstore import open_app, save_together
 from infra.settings import Settings
@@ -71,6 +73,7 @@ class System:
     ledgers: Ledgers
     compute: Allocations
     pool: AsyncConnectionPool
+    clock: Clock = wall_clock  # every component that asks the time asks this one
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -89,7 +92,7 @@ class System:
             app.close()
 
 
-def build_system(settings: Settings) -> System:
+def build_system(settings: Settings, clock: Clock = wall_clock) -> System:
     url, schema = settings.database_url, settings.db_schema
     assert url, "resolve(settings) first"
     migrate(url, schema)
@@ -99,4 +102,4 @@ def build_system(settings: Settings) -> System:
         ledgers = open_app(Ledgers, url, schema, settings.pg_connect_timeout)
         compute = open_app(Allocations, url, schema, settings.pg_connect_timeout)
     compute.bind(inventory, ledgers, save_together)
-    return System(settings, identity, inventory, ledgers, compute, async_pool(url, schema))
+    return System(settings, identity, inventory, ledgers, compute, async_pool(url, schema), clock)

@@ -3,8 +3,7 @@ between any two steps finish every allocation exactly once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -22,12 +21,11 @@ pytestmark = pytest.mark.integration
 SETTLED_STATES = ("failed", "released")
 
 
-def saga(world: World, node: FakeNode, clock: Callable[[], datetime] | None = None) -> Provisioning:
+def saga(world: World, node: FakeNode) -> Provisioning:
     async def candidates(allocation: Allocation) -> list[UUID]:
         return list(world.nodes)
 
-    now = clock or (lambda: datetime.now(UTC))
-    return Provisioning(world.compute, lambda kind: node, candidates, 0.2, now)
+    return Provisioning(world.compute, lambda kind: node, candidates, world.system.clock, 0.2)
 
 
 async def drive(provisioning: Provisioning, allocation_id: UUID, until: str, steps: int = 8) -> str:
@@ -69,7 +67,7 @@ async def test_a_driver_hanging_past_the_deadline_fails_with_provisioning_timeou
     system: System,
 ) -> None:
     world, node = stage(system, credit=10_000_000), FakeNode(hang="provision")
-    a = world.request(now=datetime.now(UTC) - timedelta(seconds=299.5)).id  # deadline 300 s
+    a = world.request(now=world.clock() - timedelta(seconds=299.5)).id  # deadline 300 s
     provisioning = saga(world, node)
     assert await drive(provisioning, a, "failed") == "failed"
     assert world.compute.allocation(a).failure == "provisioning_timeout"
@@ -83,7 +81,7 @@ async def test_a_release_the_node_does_not_confirm_is_retried_until_it_does(
     a = world.request().id
     provisioning = saga(world, node)
     await drive(provisioning, a, "running")
-    world.compute.release(a, "done", datetime.now(UTC))
+    world.compute.release(a, "done", world.clock())
     node.refuse = "release"
     for _ in range(2):
         with pytest.raises(StepFailedError):
@@ -134,7 +132,7 @@ async def test_duplicate_and_reordered_triggers_change_nothing(system: System) -
 async def _lifecycle(provisioning: Provisioning, world: World, a: UUID) -> None:
     await drive(provisioning, a, "running")
     if "release" in world.compute.allocation(a).allowed_actions:
-        world.compute.release(a, "done", datetime.now(UTC))
+        world.compute.release(a, "done", world.clock())
     await drive(provisioning, a, "released")
     await provisioning.advance(a)  # settled already: a no-op
 
