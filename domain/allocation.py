@@ -154,14 +154,6 @@ class Allocation(Aggregate):
             return []
         return windows(self.started_at, end, self.price_per_gpu_hour, self.gpus, since)
 
-    @property
-    def fully_billed(self) -> bool:
-        if self.started_at is None:
-            return True
-        ends = self.billing_ends_at
-        billed = self.billed_through or self.started_at.replace(microsecond=0)
-        return ends is not None and billed >= ends.replace(microsecond=0)
-
     def bill(self, window: Window, taken: int, posting_key: str | None, now: datetime) -> None:
         """Record one window's charge: ``taken`` is what the ledger could debit of its amount.
         Windows are recorded in order, each starting where the last one ended."""

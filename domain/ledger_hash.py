@@ -28,7 +28,6 @@ import orjson
 
 LEDGER_NAMESPACE = uuid5(NAMESPACE_URL, "https://gpucloud.dev/ledger")
 ZERO_HASH = "0" * 64
-UNHASHED = frozenset({"hash", "prev_hash"})
 
 REVENUE = "platform:revenue"
 PAYMENT_CLEARING = "platform:payment_clearing"

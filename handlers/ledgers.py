@@ -147,13 +147,10 @@ class Ledgers(ContextApplication):
     def adjust(self, tenant_id: UUID, key: str, amount: int, reason: str, now: datetime) -> Receipt:
         return self._decide(tenant_id, lambda ledger: ledger.adjust(key, amount, reason, now))
 
-    def expire_hold(self, tenant_id: UUID, hold_id: str, now: datetime) -> bool:
-        """True if this call expired the hold: of two workers racing, one gets True."""
-        return self._decide(tenant_id, lambda ledger: ledger.expire(hold_id, now))
-
     def expire_holds(self, due: Sequence[tuple[UUID, str]], now: datetime) -> int:
         """Expire many holds (``(tenant id, hold id)`` each) in one transaction; how many
-        this call expired (a hold closed already, or unknown, counts nothing)."""
+        this call expired (a hold closed already, or unknown, counts nothing: of two workers
+        racing for one hold, one counts it)."""
         outcomes = self.decide_many(
             [
                 (tenant, functools.partial(_expire, hold_id=hold_id, now=now))

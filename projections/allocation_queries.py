@@ -14,8 +14,6 @@ from uuid import UUID
 
 from psycopg import AsyncConnection
 
-HOLDING = "state NOT IN ('failed', 'released')"
-
 
 async def running_allocations(conn: AsyncConnection[Any], tenant_id: UUID | None) -> list[UUID]:
     """The tenant's running allocations (every tenant's when None, for ops), oldest first."""
@@ -65,23 +63,6 @@ async def take_due_work(
             (limit, lease_seconds),
         )
         return [(row[0], row[1]) for row in await cur.fetchall()]
-
-
-async def postpone_work(
-    conn: AsyncConnection[Any],
-    allocation_id: UUID,
-    seconds: float,
-    error: str | None,
-    state: str | None = None,
-) -> None:
-    """Back off a saga row that failed a step: due again in ``seconds``. With ``state``, only
-    if the row is still in that state (a row that moved on is due for its new step). A row
-    that is not due (running, settled) stays so."""
-    await conn.execute(
-        "UPDATE allocation_work SET due_at = now() + %s * interval '1 second', last_error = %s "
-        "WHERE allocation_id = %s AND due_at IS NOT NULL AND (%s::text IS NULL OR state = %s)",
-        (seconds, error, allocation_id, state, state),
-    )
 
 
 async def pending_depletions(

@@ -211,21 +211,6 @@ async def test_a_failing_step_backs_off_and_the_allocation_says_why(
     assert row is not None and row["step_error"] == "node refused: exit 1"
 
 
-async def test_a_postponed_row_waits_and_a_row_not_due_stays_so(conn: AsyncConnection[Any]) -> None:
-    waiting, runs = requested(), running()
-    await apply(conn, ALLOCATIONS, [*envelopes(waiting), *envelopes(runs)])
-    await q.postpone_work(conn, waiting.id, 30, "driver busy")
-    await q.postpone_work(conn, runs.id, 0, "ignored")
-    await q.postpone_work(conn, waiting.id, 0, "wrong state", state="reserved")
-
-    assert await q.take_due_work(conn, 10, 60) == []
-    assert await rows(conn, "SELECT last_error FROM allocation_work ORDER BY last_error") == [
-        ("driver busy",), (None,)
-    ]  # fmt: skip
-    await q.postpone_work(conn, waiting.id, 0, "retry now", state="requested")
-    assert await q.take_due_work(conn, 10, 60) == [(waiting.id, "requested")]
-
-
 async def test_a_taker_skips_rows_another_holds(
     conn: AsyncConnection[Any], database_url: str, schema: str
 ) -> None:

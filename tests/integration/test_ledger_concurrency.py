@@ -118,9 +118,9 @@ def test_two_expiry_workers_expire_a_hold_once(settings: Settings) -> None:
         hold_id = apps[0].hold(tenant, "hold-1", 4 * USD, NOW + timedelta(minutes=5), NOW).hold_id
         due = NOW + timedelta(minutes=5)
 
-        outcomes = race(apps, 6, lambda app, _: app.expire_hold(tenant, hold_id or "", due))
+        outcomes = race(apps, 6, lambda app, _: app.expire_holds([(tenant, hold_id or "")], due))
 
-        assert sorted(outcomes, key=str) == [False] * 5 + [True]
+        assert sorted(outcomes, key=str) == [0] * 5 + [1]
         names = [event.name for event in apps[1].stream(ledger_id_of(tenant)).events]
         assert names.count("HoldExpired") == 1
         assert apps[1].balances(tenant).available == 10 * USD
@@ -140,7 +140,7 @@ def test_a_process_deciding_on_its_last_save_never_answers_from_stale_state(
             mine.debit(tenant, "usage-2", 8 * USD, NOW)
         hold_id = other.hold(tenant, "hold-1", USD, NOW + timedelta(minutes=1), NOW).hold_id
         # ``mine`` knows no such hold: a refusal that writes nothing is decided again, fresh
-        assert mine.expire_hold(tenant, hold_id or "", NOW + timedelta(minutes=1)) is True
+        assert mine.expire_holds([(tenant, hold_id or "")], NOW + timedelta(minutes=1)) == 1
         mine.debit(tenant, "usage-3", USD, NOW)
         first = other.debit(tenant, "usage-4", USD, NOW)
         assert mine.debit(tenant, "usage-4", USD, NOW) == replace(first, replayed=True)

@@ -14,7 +14,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from domain.ledger_hash import (
-    UNHASHED,
     ZERO_HASH,
     canonical_bytes,
     canonical_hash,
@@ -44,7 +43,7 @@ def a_stream(tenant: UUID | None = None) -> list[StoredLedgerEvent]:
         ledgers.debit(tenant, "usage-1", USD, NOW)
     ledgers.adjust(tenant, "ops-1", 3 * USD, "goodwill", NOW)
     lapsed = ledgers.hold(tenant, "hold-2", USD, NOW + timedelta(hours=1), NOW).hold_id
-    ledgers.expire_hold(tenant, lapsed or "", NOW + timedelta(hours=2))
+    ledgers.expire_holds([(tenant, lapsed or "")], NOW + timedelta(hours=2))
     return list(ledgers.stream(ledger_id_of(tenant)).events)
 
 
@@ -58,7 +57,7 @@ def rechained(ledger_id: UUID, events: list[StoredLedgerEvent]) -> list[StoredLe
     prev, forged = ZERO_HASH, []
     for version, event in enumerate(events, 1):
         state = {**(event.state or {}), "prev_hash": prev}
-        fields = {k: v for k, v in state.items() if k not in UNHASHED}
+        fields = {k: v for k, v in state.items() if k not in ("hash", "prev_hash")}
         state["hash"] = prev = canonical_hash(ledger_id, version, event.name, fields, prev)
         forged.append(StoredLedgerEvent(version, event.name, state))
     return forged
