@@ -13,6 +13,7 @@ from functools import partial
 from infra import metrics
 from infra.bootstrap import System
 from infra.eventstore import event_metadata
+from infra.ratelimit import forget_idle_buckets, refill_seconds
 from projections.ledger import expired_holds
 
 log = logging.getLogger("gpucloud.worker")
@@ -33,6 +34,14 @@ async def expire_holds(system: System, now: datetime | None = None) -> int:
     if expired:
         metrics.COMMANDS.labels("ledger.expire_hold", "expired").inc(expired)
     return expired
+
+
+async def forget_idle_rate_limits(system: System) -> int:
+    """Drop rate-limit buckets idle long enough to be full again (the API replicas add one per
+    key in use; nothing else would ever remove them)."""
+    s = system.settings
+    idle = refill_seconds(s.rate_limit_per_second, s.rate_limit_burst)
+    return await forget_idle_buckets(system.pool, idle)
 
 
 async def run_every(

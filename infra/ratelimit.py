@@ -67,7 +67,18 @@ class PostgresRateLimiter:
         """Delete buckets idle for over an hour (or long enough to be full again, if longer);
         returns how many. Forgetting a full bucket changes nothing: the next take makes it anew.
         """
-        idle = max(IDLE_SECONDS, self.burst / self.rate)
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(CLEANUP, {"idle": idle})
-            return cur.rowcount
+        return await forget_idle_buckets(self.pool, refill_seconds(self.rate, self.burst))
+
+
+def refill_seconds(rate_per_second: float, burst: int) -> float:
+    """How long a bucket must lie idle before forgetting it changes nothing."""
+    return max(IDLE_SECONDS, burst / rate_per_second) if rate_per_second > 0 else IDLE_SECONDS
+
+
+async def forget_idle_buckets(pool: AsyncConnectionPool, idle_seconds: float) -> int:
+    """Delete the buckets no request touched for ``idle_seconds``; returns how many. The
+    worker runs it (every ``GPUCLOUD_RATE_LIMIT_CLEANUP_SECONDS``) so the table holds only the
+    keys in recent use, not every key that ever called."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(CLEANUP, {"idle": idle_seconds})
+        return cur.rowcount

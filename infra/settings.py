@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     pg_connect_timeout: int = Field(default=2, alias="GPUCLOUD_PG_CONNECT_TIMEOUT")
     rate_limit_per_second: float = Field(default=20.0, alias="GPUCLOUD_RATE_LIMIT_PER_SECOND")
     rate_limit_burst: int = Field(default=100, alias="GPUCLOUD_RATE_LIMIT_BURST")
+    rate_limit_cleanup_seconds: float = Field(
+        default=60.0, alias="GPUCLOUD_RATE_LIMIT_CLEANUP_SECONDS"
+    )
     worker_interval_seconds: float = Field(default=5.0, alias="GPUCLOUD_WORKER_INTERVAL_SECONDS")
     metrics_port: int | None = Field(default=None, alias="GPUCLOUD_METRICS_PORT")
     # Allocations: admission, the provisioning saga, node drivers, billing.

@@ -12,6 +12,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from infra.db import async_pool, migrate
 from infra.ratelimit import PostgresRateLimiter
+from infra.settings import Settings
+from tests.support import eventually, roles
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +106,44 @@ async def test_cleanup_forgets_buckets_idle_for_over_an_hour(
     async with pools[0].connection() as conn:
         cur = await conn.execute("SELECT key FROM rate_limit_buckets")
         assert [row[0] for row in await cur.fetchall()] == [busy]
+
+
+async def test_the_worker_forgets_idle_buckets_and_keeps_those_in_use(
+    settings: Settings,
+) -> None:
+    quick = settings.with_(rate_limit_cleanup_seconds=0.1, worker_interval_seconds=60.0)
+    migrate(settings.database_url or "", settings.db_schema)
+    pool = async_pool(settings.database_url or "", settings.db_schema)
+    await pool.open()
+    limiter = PostgresRateLimiter(pool, rate_per_second=1, burst=2)
+    idle, busy = new_key(), new_key()
+    try:
+        for key in (idle, busy):
+            await limiter.take(key)
+        await _age(pool, idle, minutes=61)
+        async with roles(quick, "worker"):
+            assert await eventually(lambda: _only(pool, busy), timeout=10)
+    finally:
+        await pool.close()
+
+
+async def _age(pool: AsyncConnectionPool, key: str, minutes: int) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE rate_limit_buckets SET updated_at = updated_at - make_interval(mins => %s) "
+            "WHERE key = %s",
+            (minutes, key),
+        )
+
+
+async def _keys(pool: AsyncConnectionPool) -> list[str]:
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT key FROM rate_limit_buckets ORDER BY key")
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def _only(pool: AsyncConnectionPool, key: str) -> bool:
+    return await _keys(pool) == [key]
 
 
 def test_a_limiter_needs_a_positive_rate_and_burst() -> None:
