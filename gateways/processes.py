@@ -114,7 +114,7 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Hosts the periodic jobs and the process managers: hold expiry, the provisioning saga,
-    billing, the force-release policy and the reconciler."""
+    billing, the force-release policy, the reconciler and the rate-limit table's cleanup."""
     stop = stop or stop_on_signals()
     serve_metrics(settings)
     system = build_system(settings)
@@ -125,6 +125,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     every, fast = settings.worker_interval_seconds, settings.saga_poll_seconds
     loops: list[tuple[float, Callable[[], Awaitable[object]]]] = [
         (every, partial(jobs.expire_holds, system)),
+        (settings.rate_limit_cleanup_seconds, partial(jobs.forget_idle_rate_limits, system)),
         (fast, partial(allocation_jobs.saga_pass, system, provisioning)),
         (fast, partial(allocation_jobs.depletion_pass, system)),
         (every, partial(allocation_jobs.billing_pass, system)),
@@ -149,6 +150,3 @@ async def _until_stopped(work: Awaitable[None], stop: asyncio.Event) -> None:
     stopper.cancel()
     if not task.done():
         task.cancel()
-
-
-RoleRunner = Callable[[Settings], Awaitable[None]]
