@@ -11,6 +11,7 @@ from gateways import admin, opstools, processes
 from gateways.catalog_cli import node_app, sku_app
 from gateways.cli_common import DataDir, JsonOut, refusals, settings_for
 from gateways.ledger_cli import ledger_app
+from gateways.quarantine_cli import quarantine_app
 from gateways.quota_cli import quota_app
 from infra.observability import setup_logging
 from infra.settings import Settings
@@ -21,6 +22,7 @@ projections_app = typer.Typer(help="Read models.", no_args_is_help=True)
 events_app = typer.Typer(help="Inspect topics.", no_args_is_help=True)
 app.add_typer(relay_app, name="relay")
 app.add_typer(projections_app, name="projections")
+projections_app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(events_app, name="events")
 admin_app = typer.Typer(help="Bootstrap tenants and platform keys.", no_args_is_help=True)
 admin_tenant_app = typer.Typer(help="Tenants.", no_args_is_help=True)

@@ -21,7 +21,7 @@ from infra.relay import AdvisoryLock
 from infra.settings import Settings
 from infra.topics import partition_counts
 from projections.envelope import from_record
-from projections.runner import apply_batch
+from projections.isolation import Isolator
 from projections.runner import rebuild as forget
 
 console = Console()
@@ -69,7 +69,8 @@ async def rebuild(settings: Settings, name: str, json_out: bool) -> None:
         fail(f"no projection named {name!r}; known: {known}")
     system = build_system(settings)
     await system.open()
-    applied = 0
+    applied = quarantined = 0
+    isolator = Isolator(projection, settings.broker_epoch)
     try:
         async with system.pool.connection() as conn:
             await forget(conn, projection)
@@ -83,12 +84,16 @@ async def rebuild(settings: Settings, name: str, json_out: bool) -> None:
                     ):
                         batch = [_envelope(app.name, app.mapper, n) for n in notes]
                         ours = [e for e in batch if e.topic in projection.topics]
-                        applied += await apply_batch(conn, projection, settings.broker_epoch, ours)
+                        tally = await isolator.apply(conn, ours)
+                        applied, quarantined = (
+                            applied + tally.applied,
+                            quarantined + tally.quarantined,
+                        )
                         position = notes[-1].id
                         bar.update(task, completed=position)
     finally:
         await system.close()
-    show(json_out, {"projection": name, "applied": applied})
+    show(json_out, {"projection": name, "applied": applied, "quarantined": quarantined})
 
 
 def _envelope(context: str, mapper: Any, note: Any) -> Any:

@@ -4,14 +4,20 @@ Each projection reads its topics' partitions by explicit assignment (no consumer
 rebalance pauses) and, once started, seeks to the offsets it saved with its last commit. The
 offsets are kept per broker epoch: on a new broker nothing saved is trusted and reading starts
 from 0, where already-applied events are skipped by their (subject, sequence) marks.
+
+An event a projection cannot apply is quarantined (``projections/isolation.py``): kept in
+``projection_quarantine``, copied to ``<topic>.dlq``, counted in
+``gpucloud_projection_quarantined_total``, and the projection goes on. Only a database that is
+down stops a batch: it is rewound and retried after a pause.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -30,8 +36,10 @@ from projections.allocations import ALLOCATIONS, DEPLETIONS
 from projections.catalog import NODES, SKUS
 from projections.envelope import Envelope, MalformedEventError, from_record
 from projections.identity import API_KEYS, AUDIT, USERS
+from projections.isolation import Isolator, Quarantined, quarantine_unparseable
 from projections.ledger import LEDGER
-from projections.runner import Projection, apply_batch, forget_other_epochs, saved_offsets
+from projections.quarantine import printable
+from projections.runner import Projection, forget_other_epochs, saved_offsets
 from projections.tenants import TENANTS
 
 log = logging.getLogger("gpucloud.projector")
@@ -51,14 +59,46 @@ class Fault:
             os._exit(17)
 
 
-def _envelopes(records: tuple[Any, ...]) -> tuple[list[Envelope], list[Any]]:
+def _envelopes(records: tuple[Any, ...]) -> tuple[list[Envelope], list[tuple[Any, str]]]:
     good, bad = [], []
     for r in records:
         try:
             good.append(from_record(r.topic, r.partition, r.offset, dict(r.headers), r.value))
-        except MalformedEventError:
-            bad.append(r)
+        except MalformedEventError as malformed:
+            bad.append((r, str(malformed)))
     return good, bad
+
+
+def dead_letters(broker: KafkaBroker) -> Callable[[Quarantined], Awaitable[None]]:
+    """What happens to a quarantined event besides its row: the alert's counter, and a copy on
+    ``<topic>.dlq`` for downstream tools (best effort: the table is the record)."""
+
+    async def publish(kept: Quarantined) -> None:
+        metrics.PROJECTION_QUARANTINED.labels(kept.projection).inc()
+        env = kept.envelope
+        headers = _dead_letter_headers(kept.projection, kept.id, kept.error)
+        headers |= {"ce_type": env.ce_type, "ce_subject": env.subject}
+        headers["ce_sequence"] = str(env.sequence)
+        await _publish_dead_letter(broker, json.dumps(env.data).encode(), env.topic, headers)
+
+    return publish
+
+
+def _dead_letter_headers(projection: str, qid: int, error: str) -> dict[str, str]:
+    return {
+        "gpucloud_projection": projection,
+        "gpucloud_quarantine_id": str(qid),
+        "gpucloud_error": printable(error, 500),
+    }
+
+
+async def _publish_dead_letter(
+    broker: KafkaBroker, value: bytes | None, topic: str, headers: dict[str, Any]
+) -> None:
+    try:
+        await broker.publish(value, f"{topic}.dlq", headers=headers)
+    except Exception:
+        log.warning("could not copy a quarantined event to %s.dlq; it is kept in the table", topic)
 
 
 def bind(
@@ -79,32 +119,49 @@ def bind(
         ack_policy=AckPolicy.MANUAL,
         title=f"gpucloud.projection.{projection.name}",
     )
-    fault = Fault(settings.fault)
+    isolator = Isolator(
+        projection,
+        settings.broker_epoch,
+        dead_letters(broker),
+        before_commit=Fault(settings.fault).before_commit,
+    )
 
     @subscriber
     async def project(message: KafkaMessage) -> None:
         good, bad = _envelopes(message.raw_message)
-        for record in bad:
-            metrics.CONSUMER_ERRORS.labels(projection.name).inc()
-            await broker.publish(record.value, f"{record.topic}.dlq", headers=dict(record.headers))
-        if not good:
-            return
         try:
             async with pool.connection() as conn:
-                applied = await apply_batch(
-                    conn, projection, settings.broker_epoch, good, fault.before_commit
-                )
+                for record, error in bad:
+                    await _quarantine_unparseable(conn, broker, isolator, record, error)
+                tally = await isolator.apply(conn, good) if good else None
         except Exception:
             metrics.CONSUMER_ERRORS.labels(projection.name).inc()
-            log.exception("projection %s: batch failed; it will be redelivered", projection.name)
+            log.exception("projection %s: the database failed; batch rewound", projection.name)
             await message.nack()
             await asyncio.sleep(0.5)  # do not spin on a database that is down
             return
-        metrics.PROJECTION_APPLIED.labels(projection.name).inc(applied)
-        metrics.PROJECTION_SKIPPED.labels(projection.name).inc(len(good) - applied)
-        _report_lag(subscriber, projection.name, good)
+        if tally is not None:
+            metrics.PROJECTION_APPLIED.labels(projection.name).inc(tally.applied)
+            skipped = len(good) - tally.applied - tally.quarantined
+            metrics.PROJECTION_SKIPPED.labels(projection.name).inc(max(0, skipped))
+            _report_lag(subscriber, projection.name, good)
 
     return subscriber
+
+
+async def _quarantine_unparseable(
+    conn: Any, broker: KafkaBroker, isolator: Isolator, record: Any, error: str
+) -> None:
+    name = isolator.projection.name
+    where = (record.topic, record.partition, record.offset)
+    headers = dict(record.headers)
+    qid = await quarantine_unparseable(
+        conn, name, isolator.epoch, where, headers, record.value, error
+    )
+    metrics.PROJECTION_QUARANTINED.labels(name).inc()
+    log.error("projection %s quarantined an unparseable message (id %d): %s", name, qid, error)
+    dead = dict(headers) | _dead_letter_headers(name, qid, error)
+    await _publish_dead_letter(broker, record.value, record.topic, dead)
 
 
 def _report_lag(subscriber: Any, name: str, batch: list[Envelope]) -> None:

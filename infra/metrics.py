@@ -26,6 +26,11 @@ PROJECTION_LAG = Gauge(
     "Messages on the topic not yet applied",
     ["projection", "topic", "partition"],
 )
+PROJECTION_QUARANTINED = Counter(
+    "gpucloud_projection_quarantined_total",
+    "Events a projection could not apply, quarantined (alert: `gpucloud projections quarantine`)",
+    ["projection"],
+)
 CONSUMER_ERRORS = Counter(
     "gpucloud_consumer_errors_total", "Messages a consumer failed to handle", ["consumer"]
 )

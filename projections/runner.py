@@ -2,7 +2,9 @@
 
 Exactly-once in effect: the relay may deliver an event twice (at-least-once), and a projection
 killed before its commit sees the batch again; the (subject, sequence) mark written in the same
-transaction as the effect makes the second delivery a no-op.
+transaction as the effect makes the second delivery a no-op. An event whose subject has an event
+in quarantine is kept there too, unapplied (``projections/isolation.py`` finds the event that
+fails a batch and quarantines it).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, AsyncCursor, sql
 
+from projections import quarantine
 from projections.envelope import Envelope
 
 Apply = Callable[[AsyncCursor[Any], Sequence[Envelope]], Awaitable[None]]
@@ -50,15 +53,32 @@ async def apply_batch(
     """Apply ``batch`` in one transaction; returns how many events were new."""
     async with conn.transaction(), conn.cursor() as cur:
         seen = await _current_sequences(cur, projection.name, {e.subject for e in batch})
-        fresh = _new_events(batch, seen)
-        for ce_type, run in groupby(fresh, key=attrgetter("ce_type")):
-            handler = projection.handlers.get(ce_type, projection.every_event)
-            if handler is not None:
-                await handler(cur, list(run))
-        await _save_marks(cur, projection.name, seen)
-        await _save_offsets(cur, projection.name, epoch, batch)
+        fresh = await _hold_back(cur, projection.name, _new_events(batch, seen))
+        await apply_events(cur, projection, fresh)
+        await save_marks(cur, projection.name, seen)
+        await save_offsets(cur, projection.name, epoch, batch)
         before_commit()
     return len(fresh)
+
+
+async def apply_events(cur: AsyncCursor[Any], projection: Projection, envs: list[Envelope]) -> None:
+    """Run the handlers over ``envs``: each run of one event type in one call, in order."""
+    for ce_type, run in groupby(envs, key=attrgetter("ce_type")):
+        handler = projection.handlers.get(ce_type, projection.every_event)
+        if handler is not None:
+            await handler(cur, list(run))
+
+
+async def _hold_back(
+    cur: AsyncCursor[Any], projection: str, fresh: list[Envelope]
+) -> list[Envelope]:
+    """Keep back the events of subjects blocked in quarantine; returns the rest."""
+    if not fresh:
+        return fresh
+    blocked = await quarantine.open_subjects(cur, projection, {e.subject for e in fresh})
+    for env in (e for e in fresh if e.subject in blocked):
+        await quarantine.keep(cur, projection, env, quarantine.HELD, 0, held=True)
+    return [e for e in fresh if e.subject not in blocked]
 
 
 def _new_events(batch: Sequence[Envelope], seen: dict[str, int]) -> list[Envelope]:
@@ -82,7 +102,7 @@ async def _current_sequences(
     return {row[0]: int(row[1]) for row in await cur.fetchall()}
 
 
-async def _save_marks(cur: AsyncCursor[Any], projection: str, seen: dict[str, int]) -> None:
+async def save_marks(cur: AsyncCursor[Any], projection: str, seen: dict[str, int]) -> None:
     """One statement for the whole batch: the marks travel as two arrays."""
     await cur.execute(
         "INSERT INTO projection_subjects (projection, subject, sequence) "
@@ -93,15 +113,21 @@ async def _save_marks(cur: AsyncCursor[Any], projection: str, seen: dict[str, in
     )
 
 
-async def _save_offsets(
+async def save_offsets(
     cur: AsyncCursor[Any], projection: str, epoch: str, batch: Sequence[Envelope]
 ) -> None:
+    await save_positions(cur, projection, epoch, [(e.topic, e.partition, e.offset) for e in batch])
+
+
+async def save_positions(
+    cur: AsyncCursor[Any], projection: str, epoch: str, read: Sequence[tuple[str, int, int]]
+) -> None:
+    """Move the saved offsets past the (topic, partition, offset) positions ``read``."""
     nexts: dict[tuple[str, int], int] = {}
-    for env in batch:
-        if env.partition < 0:  # replayed from the event store, not read from Kafka
+    for topic, partition, offset in read:
+        if partition < 0:  # replayed from the event store, not read from Kafka
             continue
-        key = (env.topic, env.partition)
-        nexts[key] = max(nexts.get(key, 0), env.offset + 1)
+        nexts[(topic, partition)] = max(nexts.get((topic, partition), 0), offset + 1)
     await cur.executemany(
         "INSERT INTO projection_offsets (projection, broker_epoch, topic, kafka_partition, "
         "next_offset) VALUES (%s, %s, %s, %s, %s) ON CONFLICT "
@@ -140,8 +166,10 @@ async def reached(conn: AsyncConnection[Any], projection: str, subject: str, seq
 
 
 async def rebuild(conn: AsyncConnection[Any], projection: Projection) -> None:
-    """Forget the read model and its marks and offsets; it is then replayed from 0."""
-    async with conn.transaction():
+    """Forget the read model, its marks and offsets, and close its quarantine (the replay from
+    0 meets those events again)."""
+    async with conn.transaction(), conn.cursor() as cur:
+        await quarantine.resolve_projection(cur, projection.name, "rebuilt")
         for table in projection.tables:
             await conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
         for bookkeeping in ("projection_subjects", "projection_offsets"):
