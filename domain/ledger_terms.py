@@ -133,6 +133,26 @@ def check_key(value: object) -> str:
     return value
 
 
+# Two namespaces of idempotency keys share a ledger: the keys the system derives (``runway:``,
+# ``runway-void:``, ``usage:``, later ``stripe:``) and those a client or an operator sent, which
+# are kept as ``client:<key>``. No key from outside can then name, or block, an internal one.
+CLIENT_KEYS = "client:"
+
+
+def client_key(key: object) -> str:
+    """A key that came from outside (an ``Idempotency-Key``), in the clients' namespace."""
+    return check_key(CLIENT_KEYS + check_key(key))
+
+
+def runway_key(allocation_id: object) -> str:
+    """The key of an allocation's runway hold."""
+    return f"runway:{allocation_id}"
+
+
+def runway_void_key(allocation_id: object) -> str:
+    return f"runway-void:{allocation_id}"
+
+
 def check_moment(value: object, field: str = "now") -> datetime:
     if not (isinstance(value, datetime) and value.utcoffset() is not None):
         raise ValidationFailedError(f"{field} must be a datetime with a time zone")

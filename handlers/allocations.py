@@ -29,7 +29,7 @@ from domain.catalog import CapacityExhaustedError, Node, Sku
 from domain.errors import NotFoundError, ValidationFailedError
 from domain.ledger import Ledger
 from domain.ledger_hash import hold_id_of, ledger_id_of
-from domain.ledger_terms import OPEN, InsufficientFundsError
+from domain.ledger_terms import OPEN, InsufficientFundsError, runway_key, runway_void_key
 from domain.quota import GpuQuota
 from handlers.base import ContextApplication, Written, id_for_key, request_hash, same_request
 from handlers.unit_of_work import AtomicSave, Session, UnitOfWork
@@ -210,7 +210,11 @@ class Allocations(ContextApplication):
         ledger = session.find(self.ledgers, Ledger, ledger_id_of(tenant_id))
         if ledger is None:
             raise InsufficientFundsError("the tenant has no credit yet: top up first")
-        key = f"runway:{allocation_id}"
+        key = runway_key(allocation_id)
+        if hold_id_of(ledger.id, key) in ledger.holds:
+            # Written with the allocation, in one transaction: a concurrent request with this
+            # key won, though this session read the allocation before that commit.
+            raise _AlreadyAdmitted
         expires = now + timedelta(seconds=deadline_seconds) + HOLD_MARGIN
         ledger.hold(key, amount, expires, now)
         return hold_id_of(ledger.id, key)
@@ -221,7 +225,7 @@ class Allocations(ContextApplication):
         ledger = session.get(self.ledgers, Ledger, ledger_id_of(allocation.tenant_id))
         hold = ledger.holds.get(allocation.hold_id)
         if hold is not None and hold.state == OPEN:
-            ledger.void(f"runway-void:{allocation.id}", allocation.hold_id, now)
+            ledger.void(runway_void_key(allocation.id), allocation.hold_id, now)
 
     def set_quota(self, tenant_id: UUID, gpus: int | None) -> GpuQuota:
         """Ops set the tenant's GPU limit (None: back to the platform's default); setting

@@ -46,7 +46,7 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcodin
 from domain.errors import DomainError, NotFoundError, ValidationFailedError
 from domain.ledger import Ledger
 from domain.ledger_hash import ledger_id_of
-from domain.ledger_terms import Balances, Hold, Receipt, Rejection
+from domain.ledger_terms import Balances, Hold, Receipt, Rejection, client_key
 from domain.ledger_verify import LedgerStream, StoredLedgerEvent
 from handlers.base import ContextApplication, Written, table_of
 
@@ -145,7 +145,9 @@ class Ledgers(ContextApplication):
         return self._decide(tenant_id, lambda ledger: ledger.refund(key, amount, now))
 
     def adjust(self, tenant_id: UUID, key: str, amount: int, reason: str, now: datetime) -> Receipt:
-        return self._decide(tenant_id, lambda ledger: ledger.adjust(key, amount, reason, now))
+        """An operator's correction; ``key`` is the operator's, kept in the clients' namespace."""
+        kept = client_key(key)
+        return self._decide(tenant_id, lambda ledger: ledger.adjust(kept, amount, reason, now))
 
     def expire_holds(self, due: Sequence[tuple[UUID, str]], now: datetime) -> int:
         """Expire many holds (``(tenant id, hold id)`` each) in one transaction; how many

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -13,7 +14,7 @@ from domain.allocation import Allocation
 from domain.errors import IdempotencyKeyReusedError
 from domain.ledger_terms import InsufficientFundsError
 from domain.quota import QuotaExceededError
-from handlers.base import Written
+from handlers.base import Written, id_for_key
 from handlers.billing import bill
 from infra.bootstrap import System
 from tests.integration.allocation_world import NOW, PRICE, World, stage, system
@@ -36,6 +37,46 @@ def test_same_key_with_another_body_is_refused(system: System) -> None:
     world.request("k1")
     with pytest.raises(IdempotencyKeyReusedError):
         world.request("k1", count=2)
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_twenty_concurrent_retries_with_one_key_all_get_the_one_allocation(
+    system: System, round_: int
+) -> None:
+    world = stage(system, credit=10_000_000)
+    barrier = threading.Barrier(20)
+
+    def retry(_: int) -> Any:
+        barrier.wait()
+        try:  # each retry arrives at its own moment, as over HTTP
+            return world.request(f"same-{round_}")
+        except Exception as refused:
+            return refused
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(retry, range(20)))
+    assert [a for a in answers if not isinstance(a, Written)] == []
+    assert len({a.id for a in answers}) == 1 and sum(a.created for a in answers) == 1
+    assert system.ledgers.balances(world.tenant).held == PRICE * 10 // 60  # one hold
+
+
+def test_an_operators_key_cannot_name_the_key_that_voids_a_runway_hold(system: System) -> None:
+    world = stage(system, credit=10_000_000)
+    a = world.request("k1").id
+    system.ledgers.adjust(world.tenant, f"runway-void:{a}", 1_000, "collide", world.clock())
+    assert world.compute.place(a, world.nodes, world.clock()) == "reserved"
+    world.compute.start_provisioning(a, world.clock())
+    assert world.compute.mark_running(a, world.clock()).state == "running"  # voids the hold
+    assert system.ledgers.balances(world.tenant).held == 0
+
+
+def test_an_operators_key_cannot_take_a_future_allocations_hold_key(system: System) -> None:
+    world = stage(system, credit=10_000_000)
+    predicted = id_for_key(f"allocation:{world.tenant}", "k2")  # ids are derived, so guessable
+    system.ledgers.adjust(world.tenant, f"runway:{predicted}", 1_000, "collide", world.clock())
+    admitted = world.request("k2")
+    assert (admitted.id, admitted.created) == (predicted, True)
+    assert system.ledgers.balances(world.tenant).held == PRICE * 10 // 60
 
 
 def test_no_runway_refuses_and_records_nothing(system: System) -> None:
