@@ -6,10 +6,11 @@ existed when paging began are each seen exactly once, as long as their sort valu
 change. Sort columns must be NOT NULL; each list wants an index on (tenant column, sort, id).
 
 The cursor is opaque to clients: base64url of a small JSON holding the sort field, direction,
-the last row's sort value and id, and a check over those and the query's filters. A cursor sent
-with other filters, another sort or direction, or edited by hand fails the check and raises
-``InvalidCursorError``. The check has no secret: it is not what keeps tenants apart (the
-``WHERE`` clause is), it only turns a mismatched or corrupted cursor into a clean 400.
+the last row's sort value and id, and an HMAC over those and the query's filters under the
+server's signing secret (``server_secrets``, shared by every replica). A cursor sent with other
+filters, another sort or direction, edited or forged fails the check and raises
+``InvalidCursorError`` (a 400): no value a client chose ever reaches the SQL as a cursor. The
+tenant is kept apart by the ``WHERE`` clause, not by the cursor.
 """
 
 from __future__ import annotations
@@ -143,24 +144,29 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
-def encode_cursor(position: Position, fingerprint: str) -> str:
+def _seal(key: bytes, value: Any) -> str:
+    raw = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hmac.new(key, raw.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def encode_cursor(position: Position, fingerprint: str, key: bytes) -> str:
     body: dict[str, Any] = {
         "s": position.sort,
         "d": position.direction,
         "v": _dump(position.value),
         "i": _dump(position.id),
     }
-    body["f"] = _digest([fingerprint, body])
+    body["f"] = _seal(key, [fingerprint, body])
     raw = json.dumps(body, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, fingerprint: str) -> Position:
-    """The position in ``cursor``, if it was issued for a query with this ``fingerprint``."""
+def decode_cursor(cursor: str, fingerprint: str, key: bytes) -> Position:
+    """The position in ``cursor``, if this server issued it for a query with ``fingerprint``."""
     body = _unpack(cursor)
     check = str(body.pop("f", "")).encode()
-    if not hmac.compare_digest(check, _digest([fingerprint, body]).encode()):
-        raise InvalidCursorError("the cursor belongs to another query (filters or sort differ)")
+    if not hmac.compare_digest(check, _seal(key, [fingerprint, body]).encode()):
+        raise InvalidCursorError("the cursor is not one this API issued for this query")
     try:
         return Position(body["s"], body["d"], _load(body["v"]), _load(body["i"]))
     except (KeyError, TypeError, ValueError) as exc:
@@ -186,10 +192,13 @@ def sort_field(spec: ListSpec, request: PageRequest) -> str:
     return sort
 
 
-def build_page_query(spec: ListSpec, request: PageRequest) -> tuple[sql.Composed, list[Any]]:
+def build_page_query(
+    spec: ListSpec, request: PageRequest, key: bytes
+) -> tuple[sql.Composed, list[Any]]:
     """The SELECT for one page (``limit + 1`` rows: the extra one says a next page exists)."""
     sort = sort_field(spec, request)
-    after = decode_cursor(request.cursor, fingerprint(spec, request)) if request.cursor else None
+    mark = fingerprint(spec, request)
+    after = decode_cursor(request.cursor, mark, key) if request.cursor else None
     where, params = _where(spec, request, sort, after)
     order = sql.SQL("DESC" if request.direction == "desc" else "ASC")
     query = sql.SQL("SELECT {cols} FROM {table}{where} ORDER BY {sort} {o}, {id} {o} LIMIT %s")
@@ -229,16 +238,26 @@ def _where(
 
 
 async def fetch_page(conn: AsyncConnection[Any], spec: ListSpec, request: PageRequest) -> Page:
-    query, params = build_page_query(spec, request)
+    key = await signing_key(conn)
+    query, params = build_page_query(spec, request, key)
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         rows = await cur.fetchall()
     items = rows[: request.limit]
     more = len(rows) > request.limit
-    return Page(items, _next_cursor(spec, request, items[-1]) if more else None)
+    return Page(items, _next_cursor(spec, request, items[-1], key) if more else None)
 
 
-def _next_cursor(spec: ListSpec, request: PageRequest, last: dict[str, Any]) -> str:
+async def signing_key(conn: AsyncConnection[Any]) -> bytes:
+    """The server's signing secret (made by migration 0009, shared by every replica)."""
+    cur = await conn.execute("SELECT value FROM server_secrets WHERE name = 'signing'")
+    row = await cur.fetchone()
+    if row is None:
+        raise LookupError("no signing secret: run the migrations (`gpucloud up` does)")
+    return bytes(row[0])
+
+
+def _next_cursor(spec: ListSpec, request: PageRequest, last: dict[str, Any], key: bytes) -> str:
     sort = sort_field(spec, request)
     position = Position(sort, request.direction, last[sort], last[spec.id_column])
-    return encode_cursor(position, fingerprint(spec, request))
+    return encode_cursor(position, fingerprint(spec, request), key)

@@ -3,14 +3,23 @@ before it reaches a route, and nothing is written."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
+from uuid import uuid4
 
 import httpx
 import psycopg
 import pytest
 
+from gateways.identity_lists import USERS
+from gateways.ledger_api import POSTINGS
 from infra.settings import Settings
+from projections.allocations import ALLOCATION_LIST
+from projections.pagination import ListSpec
+from tests.e2e.identity_world import open_tenant
 from tests.support import api_server
 
 pytestmark = pytest.mark.e2e
@@ -138,3 +147,36 @@ async def test_every_answer_says_nosniff_and_api_answers_are_not_cached(
         assert answer.headers["cache-control"] == "no-store", answer.request.url
         assert answer.headers["x-content-type-options"] == "nosniff"
     assert health.headers["x-content-type-options"] == "nosniff"
+
+
+def forged_cursor(spec: ListSpec, tenant: str, value: list[Any]) -> str:
+    """A cursor made the way the old, keyless check allowed anyone to: the format and the
+    check's algorithm are public. It names a sort value of the wrong type for the column."""
+    sort = spec.sort_fields[0]
+    body: dict[str, Any] = {"s": sort, "d": "asc", "v": value, "i": ["u", str(uuid4())]}
+    scope = [spec.table, tenant, sort, "asc"]
+    mark = _public_digest([scope, [], "None", "None"])
+    body["f"] = _public_digest([mark, body])
+    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+
+
+def _public_digest(value: Any) -> str:
+    raw = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+CURSOR_VALUES = [["u", str(uuid4())], ["i", 10**30], ["s", "text"], ["s", "\x00"], ["f", "NaN"]]
+LISTS = {"/v1/ledger/postings": POSTINGS, "/v1/users": USERS, "/v1/allocations": ALLOCATION_LIST}
+
+
+@pytest.mark.parametrize("path", sorted(LISTS))
+@pytest.mark.parametrize("value", CURSOR_VALUES)
+async def test_a_forged_cursor_is_a_400_whatever_it_holds(
+    settings: Settings, ops_key: str, path: str, value: list[Any]
+) -> None:
+    async with api_server(settings) as url, httpx.AsyncClient(base_url=url) as http:
+        acme = await open_tenant(http, ops_key, "Acme")
+        owner = {"Authorization": f"Bearer {acme.keys['owner']}"}
+        cursor = forged_cursor(LISTS[path], acme.id, value)
+        answer = await http.get(path, params={"cursor": cursor}, headers=owner)
+    problem_of(answer, 400, "invalid-page-request")

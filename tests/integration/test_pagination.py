@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import AsyncConnection
 
-from infra.db import conninfo, ensure_schema
+from infra.db import conninfo, migrate
 from projections.pagination import (
     InvalidCursorError,
     ListSpec,
@@ -31,7 +31,7 @@ Row = tuple[UUID, UUID, datetime, str, str]
 
 @pytest.fixture
 async def conn(database_url: str, schema: str) -> AsyncIterator[AsyncConnection[Any]]:
-    ensure_schema(database_url, schema)
+    migrate(database_url, schema)  # the signing secret lives in server_secrets
     async with await psycopg.AsyncConnection.connect(
         conninfo(database_url, schema), autocommit=True
     ) as conn:
