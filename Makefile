@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 VALIDATOR := tools/asyncapi-validator
 VALIDATOR_STAMP := $(VALIDATOR)/node_modules/.package-lock.json
 
-.PHONY: run test gates lint typecheck layers pytest bench contracts clean
+.PHONY: run test gates lint typecheck layers pytest calendar bench contracts clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(VALIDATOR_STAMP): $(VALIDATOR)/package.json $(VALIDATOR)/package-lock.json
 run: $(STAMP)
 	$(BIN)/gpucloud up
 
-test: gates pytest
+test: gates pytest calendar
 
 gates: lint typecheck layers
 
@@ -37,7 +37,17 @@ layers: $(STAMP)
 	$(BIN)/lint-imports
 
 pytest: $(STAMP) $(VALIDATOR_STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
+
+# The tests that stage fixed instants, run as if today were a year ahead and a day behind: a test
+# that mixes a fixed date with the real clock fails here now, not on some later day.
+CALENDAR_TESTS := tests/unit tests/integration/test_provisioning_saga.py \
+	tests/integration/test_reconciler.py tests/integration/test_allocation_commands.py \
+	tests/integration/test_ledger_concurrency.py tests/integration/test_ledger_snapshots.py \
+	tests/integration/test_ledger_audit.py tests/integration/test_allocation_projection.py
+calendar: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --calendar-shift=365 $(CALENDAR_TESTS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --calendar-shift=-1 $(CALENDAR_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/relay.py

@@ -25,7 +25,7 @@ from infra.embedded import EmbeddedBroker, EmbeddedPostgres
 from infra.settings import Settings
 from tests import containers
 
-pytest_plugins = ["tests.contract_plugin"]
+pytest_plugins = ["tests.contract_plugin", "tests.calendar_plugin"]
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +94,7 @@ def settings(database_url: str, schema: str, kafka: str, server_dir: Path) -> Se
         GPUCLOUD_BROKER_EPOCH=f"test-{secrets.token_hex(4)}",
         GPUCLOUD_DATA_DIR=server_dir / "data",
         GPUCLOUD_RELAY_POLL_SECONDS=0.02,
+        GPUCLOUD_AUTH_FAILURE_BURST=100_000,  # tests walk bad keys by the hundred; one tests this
     )
 
 
