@@ -15,7 +15,9 @@ OWNER, MEMBER, BILLING, AUDITOR, OPS = "owner", "member", "billing", "auditor", 
 TENANT_ROLES = (OWNER, MEMBER, BILLING, AUDITOR)
 ROLES = (*TENANT_ROLES, OPS)
 PLATFORM = UUID(int=0)  # the "tenant" of platform-level events (ops keys)
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,63}$")
+_NOT = r"[^@\s\x00-\x1f\x7f]"  # no @, no whitespace, no control characters
+EMAIL_PATTERN = rf"^{_NOT}{{1,64}}@{_NOT}{{1,190}}\.{_NOT}{{2,63}}$"  # also the contract's
+_EMAIL = re.compile(EMAIL_PATTERN)
 
 
 class AuthenticationFailedError(DomainError):

@@ -116,7 +116,9 @@ def check_amount(value: object, field: str = "amount") -> int:
 def check_signed_amount(value: object) -> int:
     """An adjustment: non-zero, negative to debit the tenant."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < abs(value) <= MAX_AMOUNT:
-        raise ValidationFailedError("amount must be a non-zero integer of micro-dollars")
+        raise ValidationFailedError(
+            "amount must be a non-zero integer of micro-dollars, at most 1e15 either way"
+        )
     return value
 
 

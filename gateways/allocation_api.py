@@ -8,22 +8,26 @@ together by the compute context.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Annotated
 from uuid import UUID
 
+from eventsourcing.persistence import IntegrityError
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from domain.allocation import Allocation
+from domain.allocation import Allocation, InvalidTransitionError, SkuUnavailableError
 from domain.errors import NotFoundError, ValidationFailedError
 from domain.identity import Principal
-from domain.quota import GpuQuota, standing
+from domain.ledger_terms import InsufficientFundsError
+from domain.quota import GpuQuota, QuotaExceededError, standing
 from domain.tenant import Tenant
 from gateways import consistency
 from gateways.allocation_models import (
     AllocationOut,
     AllocationPage,
     AllocationQuery,
+    AllocationUsageQuery,
     QuotaOut,
     ReleaseAllocation,
     RequestAllocation,
@@ -33,9 +37,10 @@ from gateways.allocation_models import (
     UsageWindowOut,
 )
 from gateways.auth import ANY_ROLE, OPS_ONLY, Guard, own_tenant, readable_tenant, system_of
-from gateways.catalog_api import read_model
 from gateways.commands import blocking, dispatch
+from gateways.consistency import read_model
 from gateways.identity_api import PositionToken, RequiredIdempotencyKey
+from gateways.responses import raises
 from infra import metrics
 from projections import allocations as read
 
@@ -43,12 +48,20 @@ router = APIRouter(prefix="/v1")
 Anyone = Annotated[Principal, Depends(ANY_ROLE)]
 Users = Annotated[Principal, Depends(Guard("owner", "member"))]
 QuotaReaders = Annotated[Principal, Depends(Guard("owner", "billing", "auditor", "ops"))]
+ADMISSION = raises(
+    ValidationFailedError,
+    SkuUnavailableError,
+    QuotaExceededError,
+    InsufficientFundsError,
+    IntegrityError,
+)
+READ = raises(NotFoundError)
 
 
-def _accepted(response: Response, allocation: Allocation) -> None:
+def _accepted(request: Request, response: Response, allocation: Allocation) -> None:
     location = f"/v1/allocations/{allocation.id}"
     consistency.mark_written(
-        response, location, read.ALLOCATIONS.name, allocation.id, allocation.version
+        request, response, location, read.ALLOCATIONS.name, allocation.id, allocation.version
     )
     response.headers["Location"] = location
 
@@ -72,7 +85,11 @@ def _view(allocation: Allocation) -> AllocationOut:
 
 
 @router.post(
-    "/allocations", status_code=202, response_model=AllocationOut, operation_id="requestAllocation"
+    "/allocations",
+    status_code=202,
+    response_model=AllocationOut,
+    operation_id="requestAllocation",
+    responses=ADMISSION,
 )
 async def request_allocation(
     body: RequestAllocation,
@@ -93,7 +110,7 @@ async def request_allocation(
     written = await dispatch(command, caller.actor, s.command_timeout)
     metrics.COMMANDS.labels("allocation.request", "created" if written.created else "ok").inc()
     allocation = await dispatch(partial(sys.compute.allocation, written.id), caller.actor, 5)
-    _accepted(response, allocation)
+    _accepted(request, response, allocation)
     return _view(allocation)
 
 
@@ -102,6 +119,7 @@ async def request_allocation(
     status_code=202,
     response_model=AllocationOut,
     operation_id="releaseAllocation",
+    responses=raises(NotFoundError, InvalidTransitionError, IntegrityError),
 )
 async def release_allocation(
     allocation_id: UUID,
@@ -117,11 +135,13 @@ async def release_allocation(
     release = partial(sys.compute.release, allocation_id, reason, sys.clock(), tenant)
     allocation = await dispatch(release, caller.actor, sys.settings.command_timeout)
     metrics.COMMANDS.labels("allocation.release", "ok").inc()
-    _accepted(response, allocation)
+    _accepted(request, response, allocation)
     return _view(allocation)
 
 
-@router.get("/allocations", response_model=AllocationPage, operation_id="listAllocations")
+@router.get(
+    "/allocations", response_model=AllocationPage, operation_id="listAllocations", responses=READ
+)
 async def list_allocations(
     request: Request,
     caller: Anyone,
@@ -137,7 +157,10 @@ async def list_allocations(
 
 
 @router.get(
-    "/allocations/{allocation_id}", response_model=AllocationOut, operation_id="getAllocation"
+    "/allocations/{allocation_id}",
+    response_model=AllocationOut,
+    operation_id="getAllocation",
+    responses=READ,
 )
 async def read_allocation(
     allocation_id: UUID, request: Request, caller: Anyone, position: PositionToken = None
@@ -155,12 +178,13 @@ async def read_allocation(
     "/allocations/{allocation_id}/usage",
     response_model=UsagePage,
     operation_id="listAllocationUsage",
+    responses=READ,
 )
 async def allocation_usage(
     allocation_id: UUID,
     request: Request,
     caller: Anyone,
-    query: Annotated[UsageQuery, Query()],
+    query: Annotated[AllocationUsageQuery, Query()],
     position: PositionToken = None,
 ) -> UsagePage:
     """The allocation's billed windows, oldest first."""
@@ -168,12 +192,12 @@ async def allocation_usage(
     async with read_model(request, position) as conn:
         if await read.get_allocation(conn, allocation_id, tenant) is None:
             raise NotFoundError("allocation not found")
-        pinned = query.model_copy(update={"allocation_id": allocation_id})
-        page = await read.list_usage(conn, pinned.page(tenant))
+        pinned = replace(query.page(tenant), filters={"allocation_id": allocation_id})
+        page = await read.list_usage(conn, pinned)
     return UsagePage(items=[UsageWindowOut(**i) for i in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/usage", response_model=UsagePage, operation_id="listUsage")
+@router.get("/usage", response_model=UsagePage, operation_id="listUsage", responses=READ)
 async def usage(
     request: Request,
     caller: Anyone,
@@ -192,7 +216,12 @@ def _quota_view(tenant_id: UUID, quota: GpuQuota | None, default: int) -> QuotaO
     return QuotaOut(tenant_id=tenant_id, gpus_limit=limit, gpus_in_use=in_use, default=is_default)
 
 
-@router.get("/quota", response_model=QuotaOut, operation_id="getQuota")
+@router.get(
+    "/quota",
+    response_model=QuotaOut,
+    operation_id="getQuota",
+    responses=raises(NotFoundError, ValidationFailedError),
+)
 async def get_quota(
     request: Request,
     caller: QuotaReaders,
@@ -208,7 +237,12 @@ async def get_quota(
     return _quota_view(tenant, quota, sys.settings.tenant_gpu_quota)
 
 
-@router.put("/admin/tenants/{tenant_id}/quota", response_model=QuotaOut, operation_id="setQuota")
+@router.put(
+    "/admin/tenants/{tenant_id}/quota",
+    response_model=QuotaOut,
+    operation_id="setQuota",
+    responses=raises(NotFoundError, ValidationFailedError, IntegrityError),
+)
 async def set_quota(
     tenant_id: UUID,
     body: SetQuota,

@@ -12,17 +12,18 @@ from pydantic import BaseModel, Field, StrictInt
 from domain.allocation import ACTIONS
 from domain.quota import MAX_LIMIT as MAX_QUOTA
 from gateways.catalog_models import ListQuery, Region, Strict
+from gateways.text import text
 
 
 class RequestAllocation(Strict):
     sku_id: UUID
     region: Region
     count: Annotated[StrictInt, Field(ge=1, le=64, description="how many of the SKU, one node")] = 1
-    name: str | None = Field(default=None, min_length=1, max_length=64)
+    name: str | None = text(64, min_length=1, default=None)
 
 
 class ReleaseAllocation(Strict):
-    reason: str = Field(default="released by the tenant", min_length=1, max_length=200)
+    reason: str = text(200, min_length=1, default="released by the tenant")
 
 
 class AllocationOut(BaseModel):
@@ -95,8 +96,13 @@ class UsagePage(BaseModel):
     next_cursor: str | None
 
 
-class UsageQuery(ListQuery):
+class AllocationUsageQuery(ListQuery):
+    """One allocation's windows: the allocation is the path's, so not a query parameter."""
+
     sort: Literal["window_start"] = "window_start"
+
+
+class UsageQuery(AllocationUsageQuery):
     tenant_id: UUID | None = Field(default=None, description="ops only: whose usage")
     allocation_id: UUID | None = None
 

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaClient
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
+from pydantic import BaseModel
 
 from gateways import (
     allocation_api,
@@ -18,13 +19,32 @@ from gateways import (
     identity_lists,
     ledger_api,
     problems,
+    responses,
 )
 from gateways.auth import document_roles
 from gateways.edge import EdgeMiddleware
 from infra.bootstrap import System
-from infra.ratelimit import PostgresRateLimiter
+from infra.ratelimit import FailureThrottle, PostgresRateLimiter
 
 VERSION = "0.1.0"
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, str]
+
+
+NOT_READY: responses.Responses = {
+    503: {
+        "model": Readiness,
+        "description": "Not ready: a dependency does not answer",
+        "headers": responses.RETRY_AFTER,
+    }
+}
 
 
 def create_app(system: System) -> FastAPI:
@@ -35,6 +55,10 @@ def create_app(system: System) -> FastAPI:
         if s.rate_limit_per_second > 0:
             app.state.limiter = PostgresRateLimiter(
                 system.pool, s.rate_limit_per_second, s.rate_limit_burst
+            )
+        if s.auth_failures_per_second > 0:
+            app.state.auth_throttle = FailureThrottle(
+                system.pool, s.auth_failures_per_second, s.auth_failure_burst
             )
         yield
         await system.close()
@@ -52,11 +76,18 @@ def create_app(system: System) -> FastAPI:
     app.include_router(ledger_api.router)
     app.include_router(catalog_api.router)
     app.include_router(allocation_api.router)
-    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["ops"], operation_id="healthz")
-    app.add_api_route("/readyz", readyz, methods=["GET"], tags=["ops"], operation_id="readyz")
+    app.add_api_route(
+        "/healthz", healthz, methods=["GET"], tags=["ops"], operation_id="healthz",
+        response_model=Health,
+    )  # fmt: skip
+    app.add_api_route(
+        "/readyz", readyz, methods=["GET"], tags=["ops"], operation_id="readyz",
+        response_model=Readiness, responses=NOT_READY,
+    )  # fmt: skip
     app.mount("/metrics", make_asgi_app())
     app.add_middleware(EdgeMiddleware, max_body=system.settings.max_body_bytes)
     document_roles(app.routes)
+    responses.install(app)
     return app
 
 

@@ -9,6 +9,7 @@ the contract says who may call what, and a test walks it.
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Annotated, Any
 from uuid import UUID
@@ -18,10 +19,11 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from domain.errors import NotFoundError
-from domain.identity import OPS, Principal
+from domain.identity import OPS, ROLES, AuthenticationFailedError, Principal
 from gateways.commands import blocking
 from gateways.problems import ProblemError
 from infra.bootstrap import System
+from infra.ratelimit import FailureThrottle
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -31,6 +33,10 @@ bearer = HTTPBearer(
 )
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
+UNAUTHENTICATED = (401, "unauthenticated")
+FORBIDDEN = (403, "forbidden")
+READ_ONLY_KEY = (403, "read-only-key")
+RATE_LIMITED = (429, "rate-limited")
 
 
 def system_of(request: Request) -> System:
@@ -47,21 +53,46 @@ class Guard:
     async def __call__(self, request: Request, credentials: Credentials) -> Principal:
         principal = await authenticate(request, credentials)
         if principal.role not in self.roles:
-            raise ProblemError(403, "forbidden", f"this needs one of: {', '.join(self.roles)}")
+            raise ProblemError(*FORBIDDEN, f"this needs one of: {', '.join(self.roles)}")
         if principal.read_only and request.method not in READS:
-            raise ProblemError(403, "read-only-key", "this API key may only read")
+            raise ProblemError(*READ_ONLY_KEY, "this API key may only read")
         return principal
+
+    def answers(self, method: str) -> list[tuple[int, str]]:
+        """What this guard may answer instead of letting a ``method`` request through."""
+        refusals = [UNAUTHENTICATED, RATE_LIMITED]
+        if set(ROLES) - set(self.roles):
+            refusals.append(FORBIDDEN)
+        if method not in READS:
+            refusals.append(READ_ONLY_KEY)
+        return refusals
 
 
 async def authenticate(request: Request, credentials: Credentials) -> Principal:
     if credentials is None:
         raise _unauthenticated("send `Authorization: Bearer <API key>`")
     sys = system_of(request)
+    throttle: FailureThrottle | None = getattr(request.app.state, "auth_throttle", None)
+    address = request.client.host if request.client else "unknown"
+    if throttle is not None:
+        _refuse_if_waiting(throttle.retry_after(address, time.monotonic()))
     check = partial(sys.identity.authenticate, credentials.credentials, sys.clock())
-    principal = await blocking(check, sys.settings.command_timeout)
+    try:
+        principal = await blocking(check, sys.settings.command_timeout)
+    except AuthenticationFailedError:
+        if throttle is not None:
+            _refuse_if_waiting(await throttle.failed(address, time.monotonic()))
+        raise
     await _rate_limit(request, principal)
     request.state.principal = principal
     return principal
+
+
+def _refuse_if_waiting(retry_after: int | None) -> None:
+    """Too many failed authentications from this address: 429 before any key is checked."""
+    if retry_after is not None:
+        detail = f"too many failed authentications from this address; retry in {retry_after} s"
+        raise ProblemError(*RATE_LIMITED, detail, {"Retry-After": str(retry_after)})
 
 
 async def _rate_limit(request: Request, principal: Principal) -> None:
@@ -72,12 +103,12 @@ async def _rate_limit(request: Request, principal: Principal) -> None:
     if not decision.allowed:
         retry = str(decision.retry_after_seconds)
         raise ProblemError(
-            429, "rate-limited", f"too many requests; retry in {retry} s", {"Retry-After": retry}
+            *RATE_LIMITED, f"too many requests; retry in {retry} s", {"Retry-After": retry}
         )
 
 
 def _unauthenticated(detail: str) -> ProblemError:
-    return ProblemError(401, "unauthenticated", detail, {"WWW-Authenticate": "Bearer"})
+    return ProblemError(*UNAUTHENTICATED, detail, {"WWW-Authenticate": "Bearer"})
 
 
 def tenant_scope(principal: Principal, tenant_id: UUID, kind: str = "resource") -> UUID:

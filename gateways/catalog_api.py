@@ -7,16 +7,15 @@ again writes nothing), so only the creating routes take an ``Idempotency-Key``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
 from uuid import UUID
 
+from eventsourcing.persistence import IntegrityError
 from fastapi import APIRouter, Depends, Query, Request, Response
-from psycopg import AsyncConnection
 
-from domain.errors import NotFoundError
+from domain.errors import NotFoundError, ValidationFailedError
 from domain.identity import Principal
 from gateways import consistency
 from gateways.auth import ANY_ROLE, OPS_ONLY, system_of
@@ -36,6 +35,7 @@ from gateways.catalog_models import (
 )
 from gateways.commands import blocking, dispatch
 from gateways.identity_api import IdempotencyKey, PositionToken
+from gateways.responses import raises
 from handlers.identity import Written
 from infra import metrics
 from projections import catalog
@@ -43,6 +43,9 @@ from projections import catalog
 router = APIRouter(prefix="/v1")
 Ops = Annotated[Principal, Depends(OPS_ONLY)]
 Anyone = Annotated[Principal, Depends(ANY_ROLE)]
+CREATE = raises(ValidationFailedError)
+CHANGE = raises(NotFoundError, ValidationFailedError, IntegrityError)
+READ = raises(NotFoundError)
 
 
 async def _command(
@@ -54,13 +57,7 @@ async def _command(
     return written
 
 
-@asynccontextmanager
-async def read_model(request: Request, position: str | None) -> AsyncIterator[AsyncConnection[Any]]:
-    """A read-model connection, once the read model has passed the caller's position token."""
-    sys = system_of(request)
-    await consistency.wait_for(sys.pool, position, sys.settings.read_wait_seconds)
-    async with sys.pool.connection() as conn:
-        yield conn
+read_model = consistency.read_model
 
 
 def _found(row: dict[str, Any] | None, kind: str) -> dict[str, Any]:
@@ -71,7 +68,9 @@ def _found(row: dict[str, Any] | None, kind: str) -> dict[str, Any]:
 
 async def _sku_written(request: Request, response: Response, written: Written) -> SkuOut:
     location = f"/v1/skus/{written.id}"
-    consistency.mark_written(response, location, catalog.SKUS.name, written.id, written.version)
+    consistency.mark_written(
+        request, response, location, catalog.SKUS.name, written.id, written.version
+    )
     inventory = system_of(request).inventory
     sku = await blocking(partial(inventory.get_sku, written.id), 5)
     fields = {f: getattr(sku, f) for f in SkuOut.model_fields if hasattr(sku, f)}
@@ -80,14 +79,18 @@ async def _sku_written(request: Request, response: Response, written: Written) -
 
 async def _node_written(request: Request, response: Response, written: Written) -> NodeOut:
     location = f"/v1/nodes/{written.id}"
-    consistency.mark_written(response, location, catalog.NODES.name, written.id, written.version)
+    consistency.mark_written(
+        request, response, location, catalog.NODES.name, written.id, written.version
+    )
     inventory = system_of(request).inventory
     node = await blocking(partial(inventory.get_node, written.id), 5)
     fields = {f: getattr(node, f) for f in NodeOut.model_fields if hasattr(node, f)}
     return NodeOut(**{**fields, "free_gpus": len(node.free_gpus), "created_at": node.created_on})
 
 
-@router.post("/skus", status_code=201, response_model=SkuOut, operation_id="createSku")
+@router.post(
+    "/skus", status_code=201, response_model=SkuOut, operation_id="createSku", responses=CREATE
+)
 async def create_sku(
     body: CreateSku,
     request: Request,
@@ -106,7 +109,9 @@ async def create_sku(
     return await _sku_written(request, response, written)
 
 
-@router.post("/skus/{sku_id}/price", response_model=SkuOut, operation_id="changeSkuPrice")
+@router.post(
+    "/skus/{sku_id}/price", response_model=SkuOut, operation_id="changeSkuPrice", responses=CHANGE
+)
 async def change_sku_price(
     sku_id: UUID, body: ChangePrice, request: Request, response: Response, caller: Ops
 ) -> SkuOut:
@@ -125,12 +130,19 @@ async def _activate(
     return await _sku_written(request, response, written)
 
 
-@router.post("/skus/{sku_id}/activate", response_model=SkuOut, operation_id="activateSku")
+@router.post(
+    "/skus/{sku_id}/activate", response_model=SkuOut, operation_id="activateSku", responses=CHANGE
+)
 async def activate_sku(sku_id: UUID, request: Request, response: Response, caller: Ops) -> SkuOut:
     return await _activate(request, response, caller, sku_id, True)
 
 
-@router.post("/skus/{sku_id}/deactivate", response_model=SkuOut, operation_id="deactivateSku")
+@router.post(
+    "/skus/{sku_id}/deactivate",
+    response_model=SkuOut,
+    operation_id="deactivateSku",
+    responses=CHANGE,
+)
 async def deactivate_sku(sku_id: UUID, request: Request, response: Response, caller: Ops) -> SkuOut:
     """Tenants can no longer place it; its availability reads 0 everywhere."""
     return await _activate(request, response, caller, sku_id, False)
@@ -149,7 +161,7 @@ async def list_skus(
     return SkuPage(items=[SkuView(**i) for i in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/skus/{sku_id}", response_model=SkuView, operation_id="getSku")
+@router.get("/skus/{sku_id}", response_model=SkuView, operation_id="getSku", responses=READ)
 async def read_sku(
     sku_id: UUID, request: Request, caller: Anyone, position: PositionToken = None
 ) -> SkuView:
@@ -157,7 +169,13 @@ async def read_sku(
         return SkuView(**_found(await catalog.get_sku(conn, sku_id), "sku"))
 
 
-@router.post("/nodes", status_code=201, response_model=NodeOut, operation_id="registerNode")
+@router.post(
+    "/nodes",
+    status_code=201,
+    response_model=NodeOut,
+    operation_id="registerNode",
+    responses=CREATE,
+)
 async def register_node(
     body: RegisterNode,
     request: Request,
@@ -175,7 +193,9 @@ async def register_node(
     return await _node_written(request, response, written)
 
 
-@router.post("/nodes/{node_id}/state", response_model=NodeOut, operation_id="setNodeState")
+@router.post(
+    "/nodes/{node_id}/state", response_model=NodeOut, operation_id="setNodeState", responses=CHANGE
+)
 async def set_node_state(
     node_id: UUID, body: SetNodeState, request: Request, response: Response, caller: Ops
 ) -> NodeOut:
@@ -197,7 +217,7 @@ async def list_nodes(
     return NodePage(items=[NodeOut(**i) for i in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/nodes/{node_id}", response_model=NodeView, operation_id="getNode")
+@router.get("/nodes/{node_id}", response_model=NodeView, operation_id="getNode", responses=READ)
 async def read_node(
     node_id: UUID, request: Request, caller: Ops, position: PositionToken = None
 ) -> NodeView:

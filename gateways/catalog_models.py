@@ -26,11 +26,12 @@ from domain.catalog import (
     MAX_PRICE,
     MAX_SKU_GPUS,
 )
+from gateways.text import text
 from projections.pagination import DEFAULT_LIMIT, MAX_CURSOR_CHARS, MAX_LIMIT, PageRequest
 
 REGION = r"^[a-z]{2,}(-[a-z]+)+-[0-9]{1,2}$"
 Region = Annotated[str, StringConstraints(pattern=REGION), Field(examples=["eu-west-1"])]
-Model = Annotated[str, Field(min_length=1, max_length=64, examples=["NVIDIA H100 80GB HBM3"])]
+Model = Annotated[str, text(64, min_length=1, examples=["NVIDIA H100 80GB HBM3"])]
 DIGITS = r"^[0-9]{1,12}$"
 MicroDollars = Annotated[
     int,
@@ -56,7 +57,7 @@ class Strict(BaseModel):
 
 
 class CreateSku(Strict):
-    name: str = Field(min_length=1, max_length=64, examples=["1x H100"])
+    name: str = text(64, min_length=1, examples=["1x H100"])
     gpu_model: Model
     gpus: Annotated[StrictInt, Field(ge=1, le=MAX_SKU_GPUS)]
     vcpus: Annotated[StrictInt, Field(ge=1, le=1024)]
@@ -77,13 +78,15 @@ class ChangePrice(Strict):
 
 class RegisterNode(Strict):
     driver: Literal["local", "ssh"]
-    address: str | None = Field(
-        default=None, max_length=260, description="host:port; ssh nodes only", examples=[None]
+    address: str | None = text(
+        260, default=None, description="host:port; ssh nodes only", examples=[None]
     )
     region: Region
     gpu_model: Model
     gpu_count: Annotated[StrictInt, Field(ge=1, le=MAX_NODE_GPUS)]
-    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
+    labels: dict[Annotated[str, text(64, min_length=1)], Annotated[str, text(256)]] = Field(
+        default_factory=dict, max_length=MAX_LABELS
+    )
 
 
 class SetNodeState(Strict):

@@ -13,6 +13,7 @@ from infra.eventstore import event_metadata
 from infra.observability import correlation_id
 
 T = TypeVar("T")
+COMMAND_TIMEOUT = (503, "command-timeout")
 _limiter = CapacityLimiter(8)
 
 
@@ -36,8 +37,7 @@ async def blocking(fn: Callable[[], T], deadline: float) -> T:
             return await to_thread.run_sync(fn, limiter=_limiter, abandon_on_cancel=True)
     except TimeoutError as exc:
         raise ProblemError(
-            503,
-            "command-timeout",
+            *COMMAND_TIMEOUT,
             "the command did not finish in time; retry with the same Idempotency-Key",
             {"Retry-After": "2"},
         ) from exc

@@ -33,12 +33,17 @@ BOMS = (b"\xef\xbb\xbf", b"\xfe\xff", b"\xff\xfe")
 WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ALWAYS = [(b"x-content-type-options", b"nosniff")]
 API_ONLY = [(b"cache-control", b"no-store")]  # answers carry keys and balances: never cache
+# What the edge answers (status, problem type); the contract documents them from here.
+MALFORMED_HEADER = (400, "malformed-header")
+MALFORMED_QUERY = (400, "malformed-query")
+BODY_TOO_LARGE = (413, "body-too-large")
+UNSUPPORTED_MEDIA_TYPE = (415, "unsupported-media-type")
 
 
 class RefusedError(Exception):
-    def __init__(self, status: int, kind: str, detail: str) -> None:
+    def __init__(self, answer: tuple[int, str], detail: str) -> None:
         super().__init__(detail)
-        self.status, self.kind, self.detail = status, kind, detail
+        (self.status, self.kind), self.detail = answer, detail
 
 
 class EdgeMiddleware:
@@ -107,7 +112,7 @@ def _headers(scope: Scope) -> dict[str, str]:
             headers[name.decode("latin-1").lower()] = value.decode("utf-8")
         except UnicodeDecodeError:
             detail = f"header {name.decode('latin-1')!r} is not UTF-8 text"
-            raise RefusedError(400, "malformed-header", detail) from None
+            raise RefusedError(MALFORMED_HEADER, detail) from None
     return headers
 
 
@@ -117,10 +122,10 @@ def _check_query(scope: Scope) -> None:
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise RefusedError(400, "malformed-query", "the query string is not UTF-8") from None
+            raise RefusedError(MALFORMED_QUERY, "the query string is not UTF-8") from None
         if CONTROL.search(raw):
             detail = "the query string holds control characters (NUL, newline, ...)"
-            raise RefusedError(400, "malformed-query", detail)
+            raise RefusedError(MALFORMED_QUERY, detail)
 
 
 async def _read(receive: Receive, limit: int) -> bytes:
@@ -141,10 +146,10 @@ async def _read(receive: Receive, limit: int) -> bytes:
 def _check_json(content_type: str, body: bytes) -> None:
     if not JSON_TYPE.match(content_type.strip()):
         detail = f"this API takes application/json in UTF-8, not {content_type or 'no type'!r}"
-        raise RefusedError(415, "unsupported-media-type", detail)
+        raise RefusedError(UNSUPPORTED_MEDIA_TYPE, detail)
     if body.startswith(BOMS) or b"\x00" in body:
         detail = "the body must be JSON in UTF-8, without a byte order mark (not UTF-16)"
-        raise RefusedError(415, "unsupported-media-type", detail)
+        raise RefusedError(UNSUPPORTED_MEDIA_TYPE, detail)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -160,7 +165,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 def _too_large(limit: int) -> RefusedError:
-    return RefusedError(413, "body-too-large", f"request bodies are limited to {limit} bytes")
+    return RefusedError(BODY_TOO_LARGE, f"request bodies are limited to {limit} bytes")
 
 
 def _with_headers(send: Send, scope: Scope, rid: str, status: dict[str, int]) -> Send:

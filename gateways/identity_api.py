@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from functools import partial
 from typing import Annotated, Literal
 from uuid import UUID
 
+from eventsourcing.persistence import IntegrityError
 from fastapi import APIRouter, Depends, Header, Request, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
-from domain.errors import NotFoundError
-from domain.identity import KeyGrant, Principal, User
+from domain.errors import NotFoundError, ValidationFailedError
+from domain.identity import EMAIL_PATTERN, KeyGrant, Principal, User
 from gateways import consistency
 from gateways.auth import ANY_ROLE, OPS_ONLY, OWNER, system_of, tenant_scope
 from gateways.commands import blocking, dispatch
+from gateways.responses import raises
+from gateways.text import VISIBLE_ASCII, text
 from infra import metrics
 from projections.identity import API_KEYS, USERS
 from projections.tenants import TENANTS, get_tenant
 
 IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=200, pattern=VISIBLE_ASCII),
 ]
 RequiredIdempotencyKey = Annotated[
     str,
@@ -28,11 +33,25 @@ RequiredIdempotencyKey = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=200,
+        pattern=VISIBLE_ASCII,
         description="required: the same key and body again give the same answer",
     ),
 ]
-PositionToken = Annotated[str | None, Header(alias=consistency.HEADER, max_length=500)]
+PositionToken = Annotated[
+    str | None, Header(alias=consistency.HEADER, max_length=500, pattern=r"^[A-Za-z0-9_-]+$")
+]
 TenantRole = Literal["owner", "member", "billing", "auditor"]
+RFC3339 = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+
+
+def _rfc3339(value: object) -> object:
+    """Pydantic reads a number, or a string of one, as Unix time; the contract says date-time."""
+    if isinstance(value, datetime) or (isinstance(value, str) and RFC3339.match(value)):
+        return value
+    raise ValueError("must be an RFC 3339 date-time with a time zone, like 2026-01-31T12:00:00Z")
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 router = APIRouter(prefix="/v1")
 
 
@@ -41,8 +60,8 @@ class Strict(BaseModel):
 
 
 class CreateTenant(Strict):
-    name: str = Field(min_length=1, max_length=100, examples=["Acme Research"])
-    owner_email: str | None = Field(default=None, max_length=320)
+    name: str = text(100, min_length=1, examples=["Acme Research"])
+    owner_email: str | None = Field(default=None, max_length=320, pattern=EMAIL_PATTERN)
 
 
 class TenantOut(BaseModel):
@@ -60,7 +79,7 @@ class TenantCreatedOut(TenantOut):
 
 
 class CreateUser(Strict):
-    email: str | None = Field(default=None, max_length=320)
+    email: str | None = Field(default=None, max_length=320, pattern=EMAIL_PATTERN)
     role: TenantRole
 
 
@@ -72,10 +91,10 @@ class UserOut(BaseModel):
 
 
 class CreateKey(Strict):
-    name: str = Field(default="default", min_length=1, max_length=100)
+    name: str = text(100, min_length=1, default="default")
     user_id: UUID | None = Field(default=None, description="Whose key; default: the caller")
     read_only: bool = False
-    expires_at: AwareDatetime | None = None
+    expires_at: Instant | None = None
 
 
 class KeyOut(BaseModel):
@@ -103,7 +122,11 @@ class MeOut(BaseModel):
 
 
 @router.post(
-    "/tenants", status_code=201, response_model=TenantCreatedOut, operation_id="createTenant"
+    "/tenants",
+    status_code=201,
+    response_model=TenantCreatedOut,
+    operation_id="createTenant",
+    responses=raises(ValidationFailedError),
 )
 async def create_tenant(
     body: CreateTenant,
@@ -121,7 +144,9 @@ async def create_tenant(
     metrics.COMMANDS.labels("tenant.create", created).inc()
     tenant = await blocking(partial(sys.identity.get_tenant, opened.tenant.id), 5)
     t = opened.tenant
-    consistency.mark_written(response, f"/v1/tenants/{t.id}", TENANTS.name, t.id, t.version)
+    consistency.mark_written(
+        request, response, f"/v1/tenants/{t.id}", TENANTS.name, t.id, t.version
+    )
     return TenantCreatedOut(
         id=tenant.id,
         name=tenant.name,
@@ -132,7 +157,12 @@ async def create_tenant(
     )
 
 
-@router.get("/tenants/{tenant_id}", response_model=TenantOut, operation_id="getTenant")
+@router.get(
+    "/tenants/{tenant_id}",
+    response_model=TenantOut,
+    operation_id="getTenant",
+    responses=raises(NotFoundError),
+)
 async def read_tenant(
     tenant_id: UUID,
     request: Request,
@@ -141,7 +171,7 @@ async def read_tenant(
 ) -> TenantOut:
     tenant_scope(caller, tenant_id, "tenant")
     sys = system_of(request)
-    await consistency.wait_for(sys.pool, position, sys.settings.read_wait_seconds)
+    await consistency.wait_for(request, position)
     async with sys.pool.connection() as conn:
         row = await get_tenant(conn, tenant_id)
     if row is None:
@@ -167,7 +197,13 @@ async def me(request: Request, caller: Annotated[Principal, Depends(ANY_ROLE)]) 
     )
 
 
-@router.post("/users", status_code=201, response_model=UserOut, operation_id="createUser")
+@router.post(
+    "/users",
+    status_code=201,
+    response_model=UserOut,
+    operation_id="createUser",
+    responses=raises(ValidationFailedError),
+)
 async def create_user(
     body: CreateUser,
     request: Request,
@@ -181,13 +217,19 @@ async def create_user(
     command = partial(sys.identity.add_user, tenant_id, body.email, body.role, idempotency_key)
     written = await dispatch(command, caller.actor, sys.settings.command_timeout)
     consistency.mark_written(
-        response, f"/v1/users/{written.id}", USERS.name, written.id, written.version
+        request, response, f"/v1/users/{written.id}", USERS.name, written.id, written.version
     )
     user = await blocking(partial(sys.identity.get, User, written.id), 5)
     return UserOut(id=user.id, tenant_id=user.tenant_id, email=user.email, role=user.role)
 
 
-@router.post("/api-keys", status_code=201, response_model=KeyOut, operation_id="createApiKey")
+@router.post(
+    "/api-keys",
+    status_code=201,
+    response_model=KeyOut,
+    operation_id="createApiKey",
+    responses=raises(NotFoundError, ValidationFailedError),
+)
 async def create_key(
     body: CreateKey,
     request: Request,
@@ -206,7 +248,7 @@ async def create_key(
     command = partial(sys.identity.issue_key, grant, sys.clock())
     issued = await dispatch(command, caller.actor, sys.settings.command_timeout)
     consistency.mark_written(
-        response, f"/v1/api-keys/{issued.id}", API_KEYS.name, issued.id, issued.version
+        request, response, f"/v1/api-keys/{issued.id}", API_KEYS.name, issued.id, issued.version
     )
     return KeyOut(
         id=issued.id,
@@ -219,7 +261,12 @@ async def create_key(
     )
 
 
-@router.post("/api-keys/{key_id}/revoke", response_model=RevokedOut, operation_id="revokeApiKey")
+@router.post(
+    "/api-keys/{key_id}/revoke",
+    response_model=RevokedOut,
+    operation_id="revokeApiKey",
+    responses=raises(NotFoundError, IntegrityError),
+)
 async def revoke_key(
     key_id: UUID,
     request: Request,
@@ -231,6 +278,6 @@ async def revoke_key(
     command = partial(sys.identity.revoke_key, key_id, caller.tenant_id, sys.clock())
     written = await dispatch(command, caller.actor, sys.settings.command_timeout)
     consistency.mark_written(
-        response, f"/v1/api-keys/{key_id}", API_KEYS.name, key_id, written.version
+        request, response, f"/v1/api-keys/{key_id}", API_KEYS.name, key_id, written.version
     )
     return RevokedOut(id=key_id, revoked=True)

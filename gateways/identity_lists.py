@@ -10,7 +10,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from domain.identity import Principal
+from gateways import consistency
 from gateways.auth import AUDIT, OWNER, system_of
+from gateways.identity_api import PositionToken
 from projections.pagination import DEFAULT_LIMIT, MAX_LIMIT, ListSpec, PageRequest, fetch_page
 
 router = APIRouter(prefix="/v1")
@@ -78,8 +80,9 @@ class AuditPage(BaseModel):
 
 
 async def _page(
-    request: Request, spec: ListSpec, page: PageRequest
+    request: Request, spec: ListSpec, page: PageRequest, position: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
+    await consistency.wait_for(request, position)
     async with system_of(request).pool.connection() as conn:
         found = await fetch_page(conn, spec, page)
     return found.items, found.next_cursor
@@ -93,10 +96,11 @@ async def list_users(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
     direction: Direction = "asc",
+    position: PositionToken = None,
 ) -> UserPage:
     filters = {"role": role} if role else {}
     page = PageRequest(caller.tenant_id, filters, None, direction, limit, cursor)
-    items, next_cursor = await _page(request, USERS, page)
+    items, next_cursor = await _page(request, USERS, page, position)
     return UserPage(items=[UserItem(**i) for i in items], next_cursor=next_cursor)
 
 
@@ -107,10 +111,11 @@ async def list_keys(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
     direction: Direction = "asc",
+    position: PositionToken = None,
 ) -> KeyPage:
     """The tenant's keys without their secrets (those were shown once, at creation)."""
     page = PageRequest(caller.tenant_id, {}, None, direction, limit, cursor)
-    items, next_cursor = await _page(request, KEYS, page)
+    items, next_cursor = await _page(request, KEYS, page, position)
     return KeyPage(items=[KeyItem(**i) for i in items], next_cursor=next_cursor)
 
 
@@ -123,9 +128,10 @@ async def list_audit_events(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
     direction: Direction = "asc",
+    position: PositionToken = None,
 ) -> AuditPage:
     """Every event of the tenant, with the actor (API key and user) that caused it."""
     filters = {k: v for k, v in {"type": type, "subject": subject}.items() if v}
     page = PageRequest(caller.tenant_id, filters, None, direction, limit, cursor)
-    items, next_cursor = await _page(request, AUDIT_EVENTS, page)
+    items, next_cursor = await _page(request, AUDIT_EVENTS, page, position)
     return AuditPage(items=[AuditItem(**i) for i in items], next_cursor=next_cursor)

@@ -8,23 +8,28 @@ from functools import partial
 from typing import Annotated, Literal
 from uuid import UUID
 
+from eventsourcing.persistence import IntegrityError
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from domain.errors import NotFoundError, ValidationFailedError
 from domain.identity import Principal
 from domain.ledger_hash import ledger_id_of
-from domain.ledger_terms import Receipt
+from domain.ledger_terms import InsufficientFundsError, Receipt
 from domain.tenant import Tenant
 from gateways import consistency
 from gateways.auth import OPS_ONLY, Guard, system_of, tenant_scope
 from gateways.commands import blocking, dispatch
-from gateways.identity_api import RequiredIdempotencyKey
+from gateways.identity_api import Instant, PositionToken, RequiredIdempotencyKey
 from gateways.identity_lists import Cursor, Direction, Limit
 from gateways.problems import ProblemError
+from gateways.responses import raises
+from gateways.text import text
 from projections import ledger as read
 from projections.pagination import DEFAULT_LIMIT, ListSpec, PageRequest, fetch_page
 
 router = APIRouter(prefix="/v1")
+TENANT_REQUIRED = (400, "tenant-required")
 LEDGER_READERS = Guard("owner", "billing", "auditor", "ops")
 Readers = Annotated[Principal, Depends(LEDGER_READERS)]
 Kind = Literal["credit", "debit", "refund", "adjust", "hold", "capture", "void", "expire"]
@@ -85,11 +90,11 @@ class HoldPage(BaseModel):
 class Adjustment(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     amount: str = Field(
-        pattern=r"^-?[1-9][0-9]{0,15}$",
+        pattern=r"^-?([1-9][0-9]{0,14}|1000000000000000)$",  # 1 to 1e15 micro-dollars
         description="integer micro-dollars as a string; negative debits the tenant",
         examples=["5000000", "-250000"],
     )
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = text(500, min_length=1)
 
 
 class ReceiptOut(BaseModel):
@@ -106,46 +111,55 @@ def _tenant(caller: Principal, tenant_id: UUID | None) -> UUID:
     """Tenant roles read their own ledger; ops name the tenant."""
     wanted = tenant_id or caller.tenant_id
     if wanted is None:
-        raise ProblemError(400, "tenant-required", "ops must pass ?tenant_id= to read a ledger")
+        raise ProblemError(*TENANT_REQUIRED, "ops must pass ?tenant_id= to read a ledger")
     return tenant_scope(caller, wanted, "ledger")
 
 
 TenantParam = Annotated[UUID | None, Query(description="ops only: whose ledger")]
+LEDGER_READ = raises(TENANT_REQUIRED, NotFoundError)
 
 
-@router.get("/ledger", response_model=BalancesOut, operation_id="getLedger")
+@router.get("/ledger", response_model=BalancesOut, operation_id="getLedger", responses=LEDGER_READ)
 async def get_ledger(
-    request: Request, caller: Readers, tenant_id: TenantParam = None
+    request: Request, caller: Readers, tenant_id: TenantParam = None, position: PositionToken = None
 ) -> BalancesOut:
     tenant = _tenant(caller, tenant_id)
-    async with system_of(request).pool.connection() as conn:
+    async with consistency.read_model(request, position) as conn:
         row = await read.balances(conn, tenant)
     if row is None:  # no money ever moved: an empty ledger with the default floor
         row = {"posted": 0, "held": 0, "available": 0, "floor": 0, "depleted": False}
     return BalancesOut(tenant_id=tenant, **{k: v for k, v in row.items() if k != "updated_at"})
 
 
-@router.get("/ledger/postings", response_model=PostingPage, operation_id="listPostings")
+@router.get(
+    "/ledger/postings",
+    response_model=PostingPage,
+    operation_id="listPostings",
+    responses=LEDGER_READ,
+)
 async def list_postings(
     request: Request,
     caller: Readers,
     tenant_id: TenantParam = None,
     kind: Kind | None = None,
-    since: Annotated[AwareDatetime | None, Query(description="at >= since")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="at < until")] = None,
+    since: Annotated[Instant | None, Query(description="at >= since")] = None,
+    until: Annotated[Instant | None, Query(description="at < until")] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
     direction: Direction = "asc",
+    position: PositionToken = None,
 ) -> PostingPage:
     tenant = _tenant(caller, tenant_id)
     filters = {"kind": kind} if kind else {}
     page = PageRequest(tenant, filters, None, direction, limit, cursor, since, until)
-    async with system_of(request).pool.connection() as conn:
+    async with consistency.read_model(request, position) as conn:
         found = await fetch_page(conn, POSTINGS, page)
     return PostingPage(items=[PostingItem(**i) for i in found.items], next_cursor=found.next_cursor)
 
 
-@router.get("/ledger/holds", response_model=HoldPage, operation_id="listHolds")
+@router.get(
+    "/ledger/holds", response_model=HoldPage, operation_id="listHolds", responses=LEDGER_READ
+)
 async def list_holds(
     request: Request,
     caller: Readers,
@@ -154,10 +168,11 @@ async def list_holds(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
     direction: Direction = "asc",
+    position: PositionToken = None,
 ) -> HoldPage:
     tenant = _tenant(caller, tenant_id)
     page = PageRequest(tenant, {"state": state} if state else {}, None, direction, limit, cursor)
-    async with system_of(request).pool.connection() as conn:
+    async with consistency.read_model(request, position) as conn:
         found = await fetch_page(conn, HOLDS, page)
     return HoldPage(items=[HoldItem(**i) for i in found.items], next_cursor=found.next_cursor)
 
@@ -167,6 +182,7 @@ async def list_holds(
     status_code=201,
     response_model=ReceiptOut,
     operation_id="adjustLedger",
+    responses=raises(NotFoundError, ValidationFailedError, InsufficientFundsError, IntegrityError),
 )
 async def adjust(
     tenant_id: UUID,
@@ -188,7 +204,7 @@ async def adjust(
     receipt = await dispatch(open_and_adjust, caller.actor, sys.settings.command_timeout)
     location = f"/v1/ledger?tenant_id={tenant_id}"
     consistency.mark_written(
-        response, location, read.LEDGER.name, ledger_id_of(tenant_id), receipt.version
+        request, response, location, read.LEDGER.name, ledger_id_of(tenant_id), receipt.version
     )
     return ReceiptOut(
         ledger_id=receipt.ledger_id,

@@ -14,7 +14,7 @@ from rich.progress import Progress
 from gateways.cli_common import err, fail
 from gateways.output import show
 from gateways.processes import relays_for
-from gateways.projector import PROJECTIONS
+from gateways.quarantine_cli import projection_named
 from infra.bootstrap import build_system
 from infra.cloudevents import to_message
 from infra.relay import AdvisoryLock
@@ -63,10 +63,7 @@ async def _try_lock(lock: AdvisoryLock) -> bool:
 
 
 async def rebuild(settings: Settings, name: str, json_out: bool) -> None:
-    projection = next((p for p in PROJECTIONS if p.name == name), None)
-    if projection is None:
-        known = ", ".join(p.name for p in PROJECTIONS)
-        fail(f"no projection named {name!r}; known: {known}")
+    projection = projection_named(name)
     system = build_system(settings)
     await system.open()
     applied = quarantined = 0

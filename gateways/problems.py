@@ -9,7 +9,9 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from psycopg_pool import PoolTimeout
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.allocation import InvalidTransitionError, SkuUnavailableError
@@ -43,7 +45,7 @@ class ProblemError(Exception):
         self.status, self.kind, self.detail, self.headers = status, kind, detail, headers or {}
 
 
-DOMAIN_TABLE: dict[type[DomainError], tuple[int, str]] = {
+ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     AuthenticationFailedError: (401, "unauthenticated"),
     ValidationFailedError: (422, "validation-failed"),
     IdempotencyKeyReusedError: (422, "idempotency-key-reused"),
@@ -55,8 +57,44 @@ DOMAIN_TABLE: dict[type[DomainError], tuple[int, str]] = {
     InvalidTransitionError: (409, "invalid-transition"),
     SkuUnavailableError: (409, "sku-unavailable"),
     QuotaExceededError: (409, "quota-exceeded"),
+    # Not the domain's, but raised through the edge by the store and the list queries.
+    IntegrityError: (409, "concurrent-update"),
+    InvalidPageRequestError: (400, "invalid-page-request"),
 }
+RULE_VIOLATED = (400, "domain-rule-violated")
+MALFORMED_JSON = (400, "malformed-json")
+VALIDATION_FAILED = (422, "validation-failed")
+DATABASE_UNAVAILABLE = (503, "database-unavailable")
 UNAVAILABLE = (PersistenceError, psycopg.OperationalError, PoolTimeout)
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where: body, query, header or path, then names")
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: every error the API answers has this body."""
+
+    type: str = Field(
+        description="a stable URI naming the problem", examples=[TYPE_BASE + "not-found"]
+    )
+    title: str
+    status: int
+    detail: str
+    instance: str = Field(description="the path of the request")
+    errors: list[FieldError] = Field(
+        default=[], description="validation-failed only: what in the request is not valid"
+    )
+
+
+def answer_of(error: type[Exception]) -> tuple[int, str]:
+    """The status and problem type an error class is answered with."""
+    for cls in error.__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]
+    return RULE_VIOLATED
 
 
 def problem(
@@ -79,12 +117,9 @@ def problem(
 
 
 def _domain(request: Request, exc: Exception) -> JSONResponse:
-    for cls in type(exc).__mro__:
-        if cls in DOMAIN_TABLE:
-            status, kind = DOMAIN_TABLE[cls]
-            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            return problem(status, kind, str(exc), request, headers)
-    return problem(400, "domain-rule-violated", str(exc), request)
+    status, kind = answer_of(type(exc))
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return problem(status, kind, str(exc), request, headers)
 
 
 def _validation(request: Request, exc: Exception) -> JSONResponse:
@@ -94,14 +129,29 @@ def _validation(request: Request, exc: Exception) -> JSONResponse:
         for e in exc.errors()
     ]
     if any(e["type"] == "json_invalid" for e in errors):
-        return problem(400, "malformed-json", "the request body is not valid JSON", request)
-    return problem(422, "validation-failed", "the request is not valid", request, errors=errors)
+        return problem(*MALFORMED_JSON, "the request body is not valid JSON", request)
+    return problem(*VALIDATION_FAILED, "the request is not valid", request, errors=errors)
 
 
 def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-    return problem(exc.status_code, kind, str(exc.detail), request)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return problem(exc.status_code, kind, str(exc.detail), request, headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes on this path. Starlette's 405 names only the methods of
+    the first route that matched the path, but each of ours takes one method."""
+    path = request.url.path
+    return sorted(
+        method
+        for route in iter_route_contexts(request.app.routes)
+        if (regex := getattr(route, "path_regex", None)) and regex.match(path)
+        for method in getattr(route, "methods", None) or ()
+    )
 
 
 def _edge(request: Request, exc: Exception) -> JSONResponse:
@@ -111,16 +161,16 @@ def _edge(request: Request, exc: Exception) -> JSONResponse:
 
 def _conflict(request: Request, exc: Exception) -> JSONResponse:
     detail = "another request changed this resource at the same moment; retry"
-    return problem(409, "concurrent-update", detail, request)
+    return problem(*answer_of(IntegrityError), detail, request)
 
 
 def _bad_page(request: Request, exc: Exception) -> JSONResponse:
-    return problem(400, "invalid-page-request", str(exc), request)
+    return problem(*answer_of(InvalidPageRequestError), str(exc), request)
 
 
 def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     detail = "the database is unavailable; retry shortly (nothing was written)"
-    return problem(503, "database-unavailable", detail, request, {"Retry-After": "2"})
+    return problem(*DATABASE_UNAVAILABLE, detail, request, {"Retry-After": "2"})
 
 
 def install(app: FastAPI) -> None:

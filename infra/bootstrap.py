@@ -17,7 +17,7 @@ from handlers.inventory import Inventory
 from handlers.ledgers import Ledgers
 from handlers.ports import Clock
 from infra.clock import wall_clock
-from infra.db import async_pool, migrate, schema_lock
+from infra.db import async_pool, migrate, schema_lock, signing_key
 from infra.eventstore import open_app, save_together
 from infra.settings import Settings
 
@@ -74,6 +74,7 @@ class System:
     compute: Allocations
     pool: AsyncConnectionPool
     clock: Clock = wall_clock  # every component that asks the time asks this one
+    signing_key: bytes = b""  # seals position tokens (cursors read it in the query)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -102,4 +103,6 @@ def build_system(settings: Settings, clock: Clock = wall_clock) -> System:
         ledgers = open_app(Ledgers, url, schema, settings.pg_connect_timeout)
         compute = open_app(Allocations, url, schema, settings.pg_connect_timeout)
     compute.bind(inventory, ledgers, save_together)
-    return System(settings, identity, inventory, ledgers, compute, async_pool(url, schema), clock)
+    pool = async_pool(url, schema)
+    key = signing_key(url, schema)
+    return System(settings, identity, inventory, ledgers, compute, pool, clock, key)

@@ -50,6 +50,15 @@ def migrate(database_url: str, schema: str) -> int:
     return len(pending)
 
 
+def signing_key(database_url: str, schema: str) -> bytes:
+    """The secret every replica signs cursors and position tokens with (migration 0009)."""
+    with psycopg.connect(conninfo(database_url, schema), autocommit=True) as conn:
+        row = conn.execute("SELECT value FROM server_secrets WHERE name = 'signing'").fetchone()
+    if row is None:
+        raise LookupError("no signing secret in server_secrets: the migrations did not run")
+    return bytes(row[0])
+
+
 def async_pool(database_url: str, schema: str, size: int = 4) -> AsyncConnectionPool:
     """An async pool, opened by the caller (``await pool.open()``)."""
     return AsyncConnectionPool(

@@ -82,3 +82,35 @@ async def forget_idle_buckets(pool: AsyncConnectionPool, idle_seconds: float) ->
     async with pool.connection() as conn:
         cur = await conn.execute(CLEANUP, {"idle": idle_seconds})
         return cur.rowcount
+
+
+class FailureThrottle:
+    """Failed authentications per client address: ``burst`` failures, refilled at ``rate`` a
+    second (the same PostgreSQL buckets, keyed ``authfail:<address>``, so replicas share them).
+
+    Only failures take tokens, so valid keys cost nothing here. An address whose bucket ran dry
+    is remembered in this process until it refills, and refused before its key is even looked
+    at (429), so a scanner cannot go on trying keys at full speed."""
+
+    def __init__(self, pool: AsyncConnectionPool, rate_per_second: float, burst: int) -> None:
+        self.buckets = PostgresRateLimiter(pool, rate_per_second, burst)
+        self.blocked_until: dict[str, float] = {}
+
+    def retry_after(self, address: str, now: float) -> int | None:
+        """Seconds until ``address`` may try again, or None when it may now."""
+        until = self.blocked_until.get(address)
+        if until is None or until <= now:
+            self.blocked_until.pop(address, None)
+            return None
+        return max(1, math.ceil(until - now))
+
+    async def failed(self, address: str, now: float) -> int | None:
+        """Count a failure; returns the seconds to wait when this one used up the bucket."""
+        decision = await self.buckets.take(f"authfail:{address}")
+        if decision.allowed:
+            return None
+        if len(self.blocked_until) > 100_000:  # a flood of addresses: forget the oldest half
+            for stale in sorted(self.blocked_until, key=self.blocked_until.__getitem__)[:50_000]:
+                del self.blocked_until[stale]
+        self.blocked_until[address] = now + decision.retry_after_seconds
+        return decision.retry_after_seconds

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     pg_connect_timeout: int = Field(default=2, alias="GPUCLOUD_PG_CONNECT_TIMEOUT")
     rate_limit_per_second: float = Field(default=20.0, alias="GPUCLOUD_RATE_LIMIT_PER_SECOND")
     rate_limit_burst: int = Field(default=100, alias="GPUCLOUD_RATE_LIMIT_BURST")
+    auth_failures_per_second: float = Field(default=1.0, alias="GPUCLOUD_AUTH_FAILURES_PER_SECOND")
+    auth_failure_burst: int = Field(default=20, alias="GPUCLOUD_AUTH_FAILURE_BURST")
     rate_limit_cleanup_seconds: float = Field(
         default=60.0, alias="GPUCLOUD_RATE_LIMIT_CLEANUP_SECONDS"
     )

@@ -12,6 +12,7 @@ from tests.contract.rules import load, money_violations
 REGENERATE = "run `.venv/bin/python tools/export_contracts.py` and commit the result"
 PUBLIC = {"/healthz", "/readyz"}
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
 
 def test_the_committed_openapi_is_what_the_app_generates() -> None:
@@ -38,6 +39,32 @@ def test_every_operation_but_health_requires_a_credential() -> None:
         if method in METHODS and not operation.get("security")
     ]
     assert open_operations == []
+
+
+def test_every_operation_but_health_documents_the_problems_of_its_guard() -> None:
+    paths = load("openapi/openapi.yaml")["paths"]
+    missing = [
+        f"{method.upper()} {path}: {status}"
+        for path, operations in paths.items()
+        if path not in PUBLIC
+        for method, operation in operations.items()
+        for status in ("401", "429", "503")
+        if status not in operation["responses"]
+    ]
+    assert missing == []
+
+
+def test_every_error_answer_is_a_problem() -> None:
+    document = load("openapi/openapi.yaml")
+    not_problems = [
+        f"{method.upper()} {path} {status}"
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        for status, response in operation["responses"].items()
+        if int(status) >= 400 and (path, status) != ("/readyz", "503")
+        and response["content"] != {"application/problem+json": {"schema": PROBLEM}}
+    ]  # fmt: skip
+    assert not_problems == []
 
 
 class Price(BaseModel):

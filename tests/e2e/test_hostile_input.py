@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import psycopg
@@ -16,10 +17,12 @@ import pytest
 
 from gateways.identity_lists import USERS
 from gateways.ledger_api import POSTINGS
+from infra.bootstrap import System
 from infra.settings import Settings
 from projections.allocations import ALLOCATION_LIST
 from projections.pagination import ListSpec
-from tests.e2e.identity_world import open_tenant
+from tests.e2e.identity_world import bearer, grant_credit, open_tenant
+from tests.e2e.test_allocation_lifecycle import SKU
 from tests.support import api_server
 
 pytestmark = pytest.mark.e2e
@@ -180,3 +183,126 @@ async def test_a_forged_cursor_is_a_400_whatever_it_holds(
         cursor = forged_cursor(LISTS[path], acme.id, value)
         answer = await http.get(path, params={"cursor": cursor}, headers=owner)
     problem_of(answer, 400, "invalid-page-request")
+
+
+def field_named(answer: httpx.Response, name: str) -> None:
+    problem_of(answer, 422, "validation-failed")
+    assert any(e["loc"][-1] == name for e in answer.json()["errors"]), answer.json()
+
+
+@pytest.mark.parametrize("bad", ["n\x00", "a\x1bb", "line\nbreak", "\x7f", "x" * 5000])
+async def test_text_no_store_or_terminal_should_keep_is_refused_naming_the_field(
+    settings: Settings, ops_key: str, system: System, bad: str
+) -> None:
+    """The four NUL vectors that once wedged a projection, and their cousins."""
+    async with api_server(settings) as url, httpx.AsyncClient(base_url=url) as http:
+        acme = await open_tenant(http, ops_key, "Acme")
+        await grant_credit(http, ops_key, acme.id, 10_000_000)
+        sku = (await http.post("/v1/skus", json=SKU, headers=bearer(ops_key))).json()["id"]
+        owner = {**bearer(acme.keys["owner"]), "Idempotency-Key": "k-1"}
+        body = {"sku_id": sku, "region": "eu-west-1"}
+        named = await http.post("/v1/allocations", json={**body, "name": bad}, headers=owner)
+        fine = await http.post("/v1/allocations", json=body, headers=owner)
+        path = f"/v1/allocations/{fine.json()['id']}/release"
+        release = await http.post(path, json={"reason": bad}, headers=owner)
+        key = await http.post("/v1/api-keys", json={"name": bad}, headers=owner)
+        adjust = await http.post(
+            f"/v1/admin/tenants/{acme.id}/ledger/adjustments",
+            json={"amount": "100", "reason": bad},
+            headers={**bearer(ops_key), "Idempotency-Key": "adj-1"},
+        )
+    for answer, name in ((named, "name"), (release, "reason"), (key, "name"), (adjust, "reason")):
+        field_named(answer, name)
+    allocation = system.compute.allocation(UUID(fine.json()["id"]))
+    assert allocation.state == "requested" and allocation.name != bad
+    assert len(system.ledgers.ledger(UUID(acme.id)).holds) == 1  # only the good request's
+
+
+async def test_an_adjustment_beyond_the_domains_cap_is_refused_by_the_contract(
+    settings: Settings, ops_key: str
+) -> None:
+    async with api_server(settings) as url, httpx.AsyncClient(base_url=url) as http:
+        acme = await open_tenant(http, ops_key, "Acme")
+        path = f"/v1/admin/tenants/{acme.id}/ledger/adjustments"
+        keyed_ops = {**bearer(ops_key), "Idempotency-Key": "adj-2"}
+        over = await http.post(
+            path, json={"amount": "1000000000000001", "reason": "x"}, headers=keyed_ops
+        )
+        cap = await http.post(
+            path, json={"amount": "1000000000000000", "reason": "x"}, headers=keyed_ops
+        )
+    field_named(over, "amount")
+    assert cap.status_code == 201, cap.text
+
+
+async def test_a_position_token_tells_nothing_of_another_tenants_ids(
+    settings: Settings, ops_key: str
+) -> None:
+    """Another tenant's token, or one made up, gets the same 400 at once: no wait that would
+    tell a made-up id (unknown: the full read wait) from a real one (reached at once)."""
+    async with api_server(settings) as url, httpx.AsyncClient(base_url=url) as http:
+        acme, other = (
+            await open_tenant(http, ops_key, "Acme"),
+            await open_tenant(http, ops_key, "B"),
+        )
+        await grant_credit(http, ops_key, other.id, 10_000_000)
+        sku = (await http.post("/v1/skus", json=SKU, headers=bearer(ops_key))).json()["id"]
+        body = {"sku_id": sku, "region": "eu-west-1"}
+        theirs = await http.post(
+            "/v1/allocations", json=body,
+            headers={**bearer(other.keys["owner"]), "Idempotency-Key": "b-1"},
+        )  # fmt: skip
+        their_token = theirs.headers["X-Position-Token"]
+        made_up = base64.urlsafe_b64encode(
+            json.dumps({"t": acme.id, "p": "allocations", "s": str(uuid4()), "q": 1}).encode()
+        ).decode()
+        answers = []
+        for token in (their_token, made_up):
+            started = time.monotonic()
+            answer = await http.get(
+                theirs.headers["Location"],
+                headers={**bearer(acme.keys["owner"]), "X-Position-Token": token.rstrip("=")},
+            )
+            answers.append((answer, time.monotonic() - started))
+    for answer, took in answers:
+        problem_of(answer, 400, "invalid-position-token")
+        assert took < settings.read_wait_seconds / 2
+    assert answers[0][0].json()["detail"] == answers[1][0].json()["detail"]
+
+
+async def test_an_address_that_keeps_failing_to_authenticate_is_slowed_down(
+    settings: Settings, ops_key: str
+) -> None:
+    strict = settings.with_(auth_failure_burst=5, auth_failures_per_second=0.05)
+    async with api_server(strict) as url, httpx.AsyncClient(base_url=url) as http:
+        wrong = bearer("gpc_" + "0" * 8 + "_" + "x" * 40)
+        answers = [(await http.get("/v1/me", headers=wrong)) for _ in range(8)]
+        after = await http.get("/v1/me", headers=bearer(ops_key))
+    statuses = [a.status_code for a in answers]
+    assert statuses[:5] == [401] * 5 and set(statuses[5:]) == {429}, statuses
+    assert int(answers[-1].headers["Retry-After"]) >= 1
+    problem_of(after, 429, "rate-limited")  # refused before the key is even looked at
+
+
+async def test_the_server_refuses_what_the_contract_refuses(
+    settings: Settings, ops_key: str
+) -> None:
+    async with api_server(settings) as url, httpx.AsyncClient(base_url=url) as http:
+        acme = await open_tenant(http, ops_key, "Acme")
+        owner = bearer(acme.keys["owner"])
+        unix_time = await http.get("/v1/ledger/postings?until=0.5", headers=owner)
+        email = await http.post(
+            "/v1/users", json={"email": "a\x00@b.co", "role": "member"},
+            headers={**owner, "Idempotency-Key": "u-1"},
+        )  # fmt: skip
+        wrong_method = await http.delete("/v1/tenants", headers=bearer(ops_key))
+        nul_token = base64.urlsafe_b64encode(b'{"t":"-","p":"tenants","s":"\\u0000","q":1}')
+        token = await http.get(
+            f"/v1/tenants/{acme.id}",
+            headers={**owner, "X-Position-Token": nul_token.decode().rstrip("=")},
+        )
+    field_named(unix_time, "until")
+    field_named(email, "email")
+    problem_of(wrong_method, 405, "method-not-allowed")
+    assert wrong_method.headers["allow"] == "POST"
+    problem_of(token, 400, "invalid-position-token")

@@ -1,5 +1,6 @@
 """Pure helpers at the edges: position tokens, event metadata, CloudEvents mapping."""
 
+import base64
 import json
 from datetime import UTC, datetime
 from uuid import uuid4
@@ -22,16 +23,31 @@ from infra.cloudevents import event_id, to_message
 from infra.eventstore import META_KEY, MetadataTranscoder, event_metadata
 from projections.envelope import MalformedEventError, from_record
 
+KEY, TENANT, SUBJECT = b"s" * 32, str(uuid4()), str(uuid4())
+
 
 def test_position_token_round_trips() -> None:
-    subject = str(uuid4())
-    assert parse_token(make_token("tenants", subject, 7)) == ("tenants", subject, 7)
+    token = make_token(KEY, TENANT, "tenants", SUBJECT, 7)
+    assert parse_token(KEY, TENANT, token) == ("tenants", SUBJECT, 7)
 
 
-@pytest.mark.parametrize("token", ["", "%%%", "bm90IGpzb24", make_token("x", "y", 1)[:-3]])
-def test_foreign_position_tokens_are_a_400(token: str) -> None:
+def _unsealed(body: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+
+
+FOREIGN = [
+    "", "%%%", "bm90IGpzb24", make_token(KEY, TENANT, "x", SUBJECT, 1)[:-3],
+    _unsealed({"t": TENANT, "p": "allocations", "s": SUBJECT, "q": 1}),  # the old, unsealed kind
+    make_token(b"guessed" * 4, TENANT, "allocations", SUBJECT, 1),
+    make_token(KEY, TENANT, "allocations", "n\x00", 1),
+    make_token(KEY, str(uuid4()), "allocations", SUBJECT, 1),  # another tenant's
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("token", FOREIGN)
+def test_a_position_token_not_issued_to_this_tenant_is_a_400(token: str) -> None:
     with pytest.raises(ProblemError) as caught:
-        parse_token(token)
+        parse_token(KEY, TENANT, token)
     assert caught.value.status == 400
 
 
