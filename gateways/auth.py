@@ -151,5 +151,4 @@ def document_roles(routes: list[Any]) -> None:
 ANY_ROLE = Guard("owner", "member", "billing", "auditor", "ops")
 OPS_ONLY = Guard(OPS)
 OWNER = Guard("owner")
-OWNER_OR_OPS = Guard("owner", "ops")
 AUDIT = Guard("owner", "auditor")
