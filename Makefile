@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy domain handlers projections gateways infra tests
+	$(BIN)/mypy domain handlers projections gateways infra workers tests
 
 layers: $(STAMP)
 	$(BIN)/lint-imports
@@ -44,7 +44,8 @@ pytest: $(STAMP) $(VALIDATOR_STAMP)
 CALENDAR_TESTS := tests/unit tests/integration/test_provisioning_saga.py \
 	tests/integration/test_reconciler.py tests/integration/test_allocation_commands.py \
 	tests/integration/test_ledger_concurrency.py tests/integration/test_ledger_snapshots.py \
-	tests/integration/test_ledger_audit.py tests/integration/test_allocation_projection.py
+	tests/integration/test_ledger_audit.py tests/integration/test_allocation_projection.py \
+	tests/integration/test_inboxes.py
 calendar: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --calendar-shift=365 $(CALENDAR_TESTS)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --calendar-shift=-1 $(CALENDAR_TESTS)

@@ -37,6 +37,11 @@ RELEASED, FAILED = "released", "failed"
 TERMINAL = (RELEASED, FAILED)
 BEFORE_RUNNING = (REQUESTED, RESERVED, PROVISIONING)
 RELEASING_STATES = (RELEASING, FORCE_RELEASING, RELEASE_FAILED)
+LIVE = (*BEFORE_RUNNING, RUNNING)
+"""The states an allocation can fail from (a lost instance fails a running one)."""
+SAGA_STATES = (*BEFORE_RUNNING, *RELEASING_STATES)
+"""The states the provisioning saga steps an allocation out of; an end (``TERMINAL``) wants
+one more step until it is settled."""
 FAILURE_REASONS = (
     "no_capacity",
     "provisioning_timeout",
@@ -138,6 +143,12 @@ class Allocation(Aggregate):
     def claim_id(self) -> str:
         """The node claim of this allocation: one per allocation, never reused."""
         return f"allocation:{self.id}"
+
+    @property
+    def wants_saga(self) -> bool:
+        """The provisioning saga has a step to take: placing, starting, provisioning,
+        releasing, or settling an end."""
+        return self.state in SAGA_STATES or (self.state in TERMINAL and not self.settled)
 
     def past_deadline(self, now: datetime) -> bool:
         """Still not running when the SKU's provisioning deadline has passed."""

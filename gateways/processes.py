@@ -11,7 +11,6 @@ from functools import partial
 import uvicorn
 from prometheus_client import start_http_server
 
-from gateways import allocation_jobs, jobs
 from gateways.api import create_app
 from gateways.projector import PROJECTIONS, build_projector
 from handlers.reconciler import Reconciler
@@ -22,6 +21,8 @@ from infra.observability import setup_tracing
 from infra.relay import AdvisoryLock, Relay, RelayPositions
 from infra.settings import Settings
 from infra.topics import ensure_topics
+from workers import allocations as allocation_jobs
+from workers import jobs
 
 log = logging.getLogger("gpucloud")
 

@@ -32,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from infra import metrics
 from infra.settings import Settings
-from projections.allocations import ALLOCATIONS, DEPLETIONS
+from projections.allocations import ALLOCATIONS
 from projections.catalog import NODES, SKUS
 from projections.envelope import Envelope, MalformedEventError, from_record
 from projections.identity import API_KEYS, AUDIT, USERS
@@ -44,7 +44,7 @@ from projections.tenants import TENANTS
 
 log = logging.getLogger("gpucloud.projector")
 PROJECTIONS: tuple[Projection, ...] = (
-    TENANTS, USERS, API_KEYS, AUDIT, SKUS, NODES, LEDGER, ALLOCATIONS, DEPLETIONS,
+    TENANTS, USERS, API_KEYS, AUDIT, SKUS, NODES, LEDGER, ALLOCATIONS,
 )  # fmt: skip
 
 

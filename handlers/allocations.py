@@ -24,7 +24,15 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from domain.allocation import Allocation, SkuUnavailableError
+from domain.allocation import (
+    LIVE,
+    PROVISIONING,
+    REQUESTED,
+    RESERVED,
+    TERMINAL,
+    Allocation,
+    SkuUnavailableError,
+)
 from domain.catalog import CapacityExhaustedError, Node, Sku
 from domain.errors import NotFoundError, ValidationFailedError
 from domain.ledger import Ledger
@@ -95,7 +103,7 @@ class Allocations(ContextApplication):
 
         def decide(session: Session) -> str:
             allocation = session.get(self, Allocation, allocation_id)
-            if allocation.state != "requested":
+            if allocation.state != REQUESTED:
                 return allocation.state
             for node_id in candidates:
                 node = session.find(self.inventory, Node, node_id)
@@ -115,22 +123,21 @@ class Allocations(ContextApplication):
         return self.uow.run(decide)
 
     def start_provisioning(self, allocation_id: UUID, now: datetime) -> Allocation:
-        return self._step(allocation_id, "reserved", lambda a, _: a.start_provisioning(now))
+        return self._step(allocation_id, RESERVED, lambda a, _: a.start_provisioning(now))
 
     def mark_running(self, allocation_id: UUID, now: datetime) -> Allocation:
         def run(allocation: Allocation, session: Session) -> None:
             allocation.mark_running(now)
             self._void_hold(session, allocation, now)
 
-        return self._step(allocation_id, "provisioning", run)
+        return self._step(allocation_id, PROVISIONING, run)
 
     def fail(self, allocation_id: UUID, reason: str, detail: str, now: datetime) -> Allocation:
         def fail(allocation: Allocation, session: Session) -> None:
             allocation.fail(reason, detail, now)
             self._settle(session, allocation, now)
 
-        states = ("requested", "reserved", "provisioning", "running")
-        return self._step(allocation_id, states, fail)
+        return self._step(allocation_id, LIVE, fail)
 
     def release(
         self, allocation_id: UUID, reason: str, now: datetime, tenant_id: UUID | None = None
@@ -160,9 +167,7 @@ class Allocations(ContextApplication):
     def settle(self, allocation_id: UUID, now: datetime) -> Allocation:
         """Give back what a terminal allocation still holds (normally done with its last
         transition; kept for allocations that ended before settlement existed)."""
-        return self._step(
-            allocation_id, ("failed", "released"), lambda a, s: self._settle(s, a, now)
-        )
+        return self._step(allocation_id, TERMINAL, lambda a, s: self._settle(s, a, now))
 
     def allocation(self, allocation_id: UUID, tenant_id: UUID | None = None) -> Allocation:
         return self._scoped(allocation_id, tenant_id)

@@ -29,7 +29,14 @@ from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID
 
-from domain.allocation import Allocation
+from domain.allocation import (
+    PROVISIONING,
+    RELEASING_STATES,
+    REQUESTED,
+    RESERVED,
+    TERMINAL,
+    Allocation,
+)
 from domain.catalog import Node
 from handlers.allocations import Allocations
 from handlers.ports import Clock, DriverError, DriverTimeoutError, InstanceSpec, NodeDriver
@@ -127,12 +134,10 @@ class Provisioning:
 
 Step = Callable[[Provisioning, Allocation], Awaitable[Allocation | str]]
 STEPS: dict[str, Step] = {
-    "requested": Provisioning._place,
-    "reserved": Provisioning._start,
-    "provisioning": Provisioning._provision,
-    "releasing": Provisioning._release,
-    "force_releasing": Provisioning._release,
-    "release_failed": Provisioning._release,
-    "failed": Provisioning._settle,
-    "released": Provisioning._settle,
+    REQUESTED: Provisioning._place,
+    RESERVED: Provisioning._start,
+    PROVISIONING: Provisioning._provision,
+    **dict.fromkeys(RELEASING_STATES, Provisioning._release),
+    **dict.fromkeys(TERMINAL, Provisioning._settle),
 }
+"""A step for every state that wants one (``SAGA_STATES`` and the unsettled ends)."""

@@ -1,14 +1,12 @@
-"""Allocation read models: the tenant-facing allocations and their billed usage windows, the
-provisioning saga's inbox (``allocation_work``), and the depleted balances to act on.
+"""Allocation read models: the tenant-facing allocations and their billed usage windows.
 
 Each handler writes a run of same-type events with one statement. A transition folds its run
 to the latest event per allocation and changes a row only when that event's version is higher
 than the row's, so a redelivery or a replay over an existing row changes nothing. A billed
 window counts once: ``cost_micro`` grows only by the windows actually inserted.
 
-Every change of an allocation also upserts its ``allocation_work`` row: due now when the new
-state wants a saga step (and the step is new), not due once running or settled. Queries for
-the workers live in ``projections/allocation_queries.py``.
+The process managers do not read these tables: their inboxes come from the write side
+(infra/inboxes.py), so a rebuild here never touches a lease, an attempt count or a backoff.
 """
 
 from __future__ import annotations
@@ -28,10 +26,7 @@ from projections.runner import Projection
 ALLOCATIONS = Projection(
     name="allocations",
     topics=("compute.allocation.v1",),
-    tables=("allocations", "usage_windows", "allocation_work"),
-)
-DEPLETIONS = Projection(
-    name="depletions", topics=("ledger.ledger.v1",), tables=("tenant_depletions",)
+    tables=("allocations", "usage_windows"),
 )
 T = "cloud.gpu.allocation."
 
@@ -49,42 +44,21 @@ USAGE_COLUMNS = (
 USAGE_LIST = ListSpec("usage_windows", USAGE_COLUMNS, ("window_start",), id_column="allocation_id")
 USAGE_FILTERS = frozenset({"allocation_id"})
 
-NEEDS_SAGA = (
-    "state IN ('requested', 'reserved', 'provisioning', 'releasing', 'force_releasing', "
-    "'release_failed') OR (state IN ('failed', 'released') AND NOT settled)"
-)
-WORK = (
-    "INSERT INTO allocation_work AS w (allocation_id, tenant_id, state, version, due_at) "
-    f"SELECT id, tenant_id, state, version, CASE WHEN {NEEDS_SAGA} THEN now() END FROM moved "
-    "ON CONFLICT (allocation_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, "
-    "state = EXCLUDED.state, version = EXCLUDED.version, "
-    "due_at = CASE WHEN EXCLUDED.due_at IS NULL THEN NULL "
-    "WHEN w.state = EXCLUDED.state THEN COALESCE(w.due_at, EXCLUDED.due_at) "
-    "ELSE EXCLUDED.due_at END, "
-    "attempts = CASE WHEN w.state = EXCLUDED.state THEN w.attempts ELSE 0 END, "
-    "last_error = CASE WHEN w.state = EXCLUDED.state THEN w.last_error END "
-    "WHERE w.version < EXCLUDED.version"
-)
-"""Upserts the saga's row of every allocation in ``moved`` (id, tenant_id, state, version,
-settled). Within one state the worker's lease or back-off (``due_at``) and its attempts stand;
-a new state is due at once with attempts reset. A row never goes back to an older version."""
-MOVED = "RETURNING a.id, a.tenant_id, a.state, a.version, a.settled"
-
 REQUESTED = (
     "WITH e AS (SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], "
     "%s::text[], %s::int[], %s::bigint[], %s::text[], %s::timestamptz[], %s::int[], "
-    "%s::bigint[]) AS u(id, tenant, sku, region, name, gpus, price, hold, at, deadline, version)), "
-    "moved AS (INSERT INTO allocations AS a (id, tenant_id, sku_id, region, name, state, "
+    "%s::bigint[]) AS u(id, tenant, sku, region, name, gpus, price, hold, at, deadline, version)) "
+    "INSERT INTO allocations AS a (id, tenant_id, sku_id, region, name, state, "
     "gpu_count, price_per_gpu_hour, hold_id, deadline_at, created_at, updated_at, cost_micro, "
     "version) SELECT id, tenant, sku, region, name, 'requested', gpus, price, hold, "
     "at + deadline * interval '1 second', at, at, 0, version FROM e "
-    f"ON CONFLICT (id) DO NOTHING {MOVED}) {WORK}"
+    "ON CONFLICT (id) DO NOTHING"
 )
 TRANSITION = (
     "WITH e AS (SELECT DISTINCT ON (id) * FROM unnest(%s::uuid[], %s::bigint[], "
-    "%s::timestamptz[]{types}) AS u(id, version, at{names}) ORDER BY id, version DESC), "
-    "moved AS (UPDATE allocations AS a SET {sets}, updated_at = e.at, version = e.version "
-    f"FROM e WHERE a.id = e.id AND a.version < e.version {MOVED}) {WORK}"
+    "%s::timestamptz[]{types}) AS u(id, version, at{names}) ORDER BY id, version DESC) "
+    "UPDATE allocations AS a SET {sets}, updated_at = e.at, version = e.version "
+    "FROM e WHERE a.id = e.id AND a.version < e.version"
 )
 BILLING_STOPS = (
     "billing_ends_at = CASE WHEN a.started_at IS NULL THEN a.billing_ends_at "
@@ -102,11 +76,11 @@ BILLED = (
     "RETURNING allocation_id, taken, window_end), "
     "sums AS (SELECT allocation_id AS id, sum(taken) AS taken, max(window_end) AS through "
     "FROM billed GROUP BY allocation_id), "
-    "last AS (SELECT id, max(version) AS version, max(at) AS at FROM e GROUP BY id), "
-    "moved AS (UPDATE allocations AS a SET cost_micro = a.cost_micro + COALESCE(s.taken, 0), "
+    "last AS (SELECT id, max(version) AS version, max(at) AS at FROM e GROUP BY id) "
+    "UPDATE allocations AS a SET cost_micro = a.cost_micro + COALESCE(s.taken, 0), "
     "billed_through = GREATEST(a.billed_through, s.through), "
     "updated_at = GREATEST(a.updated_at, last.at), version = GREATEST(a.version, last.version) "
-    f"FROM last LEFT JOIN sums AS s USING (id) WHERE a.id = last.id {MOVED}) {WORK}"
+    "FROM last LEFT JOIN sums AS s USING (id) WHERE a.id = last.id"
 )
 
 
@@ -180,16 +154,6 @@ _transition("settled", "settled = true")
 async def window_billed(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     fields = ("allocation_id", "tenant_id", "start", "end", "seconds", "amount", "taken")
     await cur.execute(BILLED, [*columns(envs, *fields, "posting_key", "at"), _sequences(envs)])
-
-
-@DEPLETIONS.on("cloud.gpu.ledger.balance_depleted.v1")
-async def depleted(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
-    """The ledger's version names the depletion: one row per event, however delivered."""
-    await cur.execute(
-        "INSERT INTO tenant_depletions (tenant_id, ledger_version, at) SELECT * FROM "
-        "unnest(%s::uuid[], %s::bigint[], %s::timestamptz[]) ON CONFLICT DO NOTHING",
-        [column(envs, "tenant_id"), _sequences(envs), column(envs, "at")],
-    )
 
 
 async def list_allocations(conn: AsyncConnection[Any], request: PageRequest) -> Page:

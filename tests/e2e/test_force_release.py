@@ -1,9 +1,10 @@
 """Credit runs out: every running allocation of the tenant is force-released in the window
 where it ran out, the ledger never goes below its floor, and `ledger verify` passes.
 
-The relay and projector run for real (BalanceDepleted reaches the policy through Kafka), the
-instances are real process groups of the local driver; the test runs the worker's passes
-itself so that billing can be asked about minutes that have not happened yet.
+The relay and projector run as in production (the policy's inbox follows the ledger log in
+PostgreSQL, not Kafka); the instances are real process groups of the local driver; the test runs
+the worker's passes itself so that billing can be asked about minutes that have not happened
+yet.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from uuid import UUID
 import pytest
 
 from domain.allocation import Allocation
-from gateways import allocation_jobs as jobs
+from infra import inboxes as work
 from infra.bootstrap import System
 from infra.settings import Settings
-from projections import allocation_queries as work
 from projections import catalog
 from tests.support import eventually, gpucloud, roles
+from workers import allocations as jobs
 
 pytestmark = pytest.mark.e2e
 PRICE = 3_600_000  # 1,000 micro-dollars per GPU-second
@@ -91,7 +92,8 @@ async def _two_running(system: System) -> tuple[UUID, list[UUID]]:
 
     await eventually(running, timeout=20)
 
-    async def billable() -> bool:  # the biller finds allocations in the read model
+    async def billable() -> bool:  # the biller finds them in its inbox
+        await jobs.follow_compute(system)
         async with system.pool.connection() as conn:
             return len(await work.running_allocations(conn, tenant)) == 2
 
@@ -104,6 +106,7 @@ def _get(system: System, allocation_id: UUID) -> Allocation:
 
 
 async def _depletion_arrived(system: System) -> bool:
+    await jobs.follow_depletions(system)
     async with system.pool.connection() as conn:
         return bool(await work.pending_depletions(conn))
 

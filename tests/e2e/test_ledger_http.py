@@ -88,8 +88,8 @@ async def test_ops_adjust_a_balance_once_per_key_and_bad_amounts_are_refused(
 
 
 async def test_two_workers_expire_a_due_hold_exactly_once(settings: Settings) -> None:
-    from gateways.jobs import expire_holds
     from infra.bootstrap import build_system as build
+    from workers.jobs import expire_holds
 
     tenant, placed = UUID(int=7), datetime.now(UTC) - timedelta(hours=2)
     system = build(settings)

@@ -1,13 +1,11 @@
 """The allocation projections against real PostgreSQL, fed the wire payloads of real Allocation
-aggregates: rows fold to the aggregate's state, every delivery counts once, the saga's inbox
-is due exactly when a step is wanted and leased to one taker, and reads stay in their tenant."""
+aggregates: rows fold to the aggregate's state, every delivery counts once, and reads stay in
+their tenant. (The process managers' inbox is no read model: tests/integration/test_inboxes.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from itertools import zip_longest
 from typing import Any
 from uuid import UUID, uuid4
@@ -19,16 +17,14 @@ from psycopg import AsyncConnection
 from domain.allocation import Allocation
 from infra.compute_messages import ALLOCATION_TOPIC, COMPUTE_WIRE
 from infra.db import conninfo, migrate
-from projections import allocation_queries as q
-from projections.allocations import ALLOCATIONS, DEPLETIONS, get_allocation, list_usage
+from projections.allocations import ALLOCATIONS, get_allocation, list_usage
 from projections.catalog import NODES, placement_candidates
 from projections.envelope import Envelope
 from projections.pagination import InvalidPageRequestError, PageRequest
 from projections.runner import Projection, apply_batch
+from tests.integration.allocation_states import END, NOW, bill, released, running
 
 pytestmark = pytest.mark.integration
-NOW = datetime(2026, 11, 28, 12, 0, 30, 250_000, tzinfo=UTC)
-END = NOW + timedelta(minutes=2, seconds=5)
 LEDGER, NODE = "ledger.ledger.v1", "inventory.node.v1"
 
 
@@ -41,38 +37,6 @@ async def conn(database_url: str, schema: str) -> AsyncIterator[AsyncConnection[
 
 async def connect(database_url: str, schema: str) -> AsyncConnection[Any]:
     return await psycopg.AsyncConnection.connect(conninfo(database_url, schema), autocommit=True)
-
-
-def requested(tenant: UUID | None = None, gpus: int = 2) -> Allocation:
-    return Allocation.request(
-        uuid4(), tenant or uuid4(), uuid4(), "eu-west-1", gpus, 2_000_000, "job", "h", NOW,
-        deadline_seconds=300, hold_id="hold-1",
-    )  # fmt: skip
-
-
-def running(tenant: UUID | None = None) -> Allocation:
-    allocation = requested(tenant)
-    allocation.reserve(uuid4(), (0, 1), NOW)
-    allocation.start_provisioning(NOW)
-    allocation.mark_running(NOW + timedelta(seconds=10))
-    return allocation
-
-
-def bill(allocation: Allocation, until: datetime) -> None:
-    for window in allocation.due_windows(until):
-        allocation.bill(window, window.amount - 1, f"usage:{window.start.isoformat()}", until)
-
-
-def released(tenant: UUID | None = None) -> Allocation:
-    """Ran, asked to stop, billed to the end, one failed release, then released and settled."""
-    allocation = running(tenant)
-    allocation.release("tenant asked", END)
-    bill(allocation, END)
-    allocation.release_failed("node did not answer", END)
-    allocation.release("retry", END)
-    allocation.confirm_released(END + timedelta(seconds=3))
-    allocation.settle(END + timedelta(seconds=3))
-    return allocation
 
 
 def envelopes(allocation: Allocation) -> list[Envelope]:
@@ -104,7 +68,7 @@ async def rows(conn: AsyncConnection[Any], query: str, *params: Any) -> list[tup
 async def snapshot(conn: AsyncConnection[Any]) -> list[list[tuple[Any, ...]]]:
     return [
         await rows(conn, f"SELECT * FROM {table} ORDER BY 1, 2")
-        for table in ("allocations", "usage_windows", "allocation_work")
+        for table in ("allocations", "usage_windows")
     ]
 
 
@@ -133,8 +97,6 @@ async def test_a_lifecycle_applied_in_batches_folds_to_the_aggregates_state(
         conn, "SELECT sum(taken), count(*) FROM usage_windows WHERE allocation_id = %s", one.id
     )
     assert usage == [(one.cost, 3)]
-    work = "SELECT state, due_at FROM allocation_work WHERE allocation_id = %s"
-    assert await rows(conn, work, one.id) == [("released", None)]
     assert await get_allocation(conn, one.id, uuid4()) is None  # another tenant's reads as missing
 
 
@@ -166,86 +128,6 @@ async def test_the_same_window_billed_twice_counts_once(conn: AsyncConnection[An
     assert await rows(conn, "SELECT count(*) FROM usage_windows") == [(3,)]
 
 
-async def test_work_is_due_exactly_when_a_saga_step_is_wanted(conn: AsyncConnection[Any]) -> None:
-    fresh, runs, releasing = requested(), running(), running()
-    releasing.release("done", END)
-    settled, unsettled = requested(), requested()
-    for allocation in (settled, unsettled):
-        allocation.fail("no_capacity", "none free", NOW)
-    settled.settle(NOW)
-    everything = [fresh, runs, releasing, settled, unsettled]
-    await apply(conn, ALLOCATIONS, interleaved(*map(envelopes, everything)))
-
-    taken = await q.take_due_work(conn, 10, 60)
-    assert sorted(taken) == sorted(
-        [(fresh.id, "requested"), (releasing.id, "releasing"), (unsettled.id, "failed")]
-    )
-    assert await q.take_due_work(conn, 10, 60) == []  # leased
-    attempts = "SELECT allocation_id, attempts FROM allocation_work WHERE due_at IS NOT NULL"
-    assert sorted(await rows(conn, attempts)) == sorted((i, 1) for i, _ in taken)
-
-    fresh.reserve(uuid4(), (0,), NOW)  # a new state: due at once, attempts start again
-    bill(releasing, END)  # same state: the lease stands
-    await apply(conn, ALLOCATIONS, [*envelopes(fresh), *envelopes(releasing)])
-    assert await q.take_due_work(conn, 10, 60) == [(fresh.id, "reserved")]
-    assert (fresh.id, 1) in await rows(conn, attempts)
-
-
-async def test_a_failing_step_backs_off_and_the_allocation_says_why(
-    conn: AsyncConnection[Any],
-) -> None:
-    stuck = running()
-    stuck.release("done", END)
-    await apply(conn, ALLOCATIONS, envelopes(stuck))
-    assert await q.take_due_work(conn, 10, 60) == [(stuck.id, "releasing")]
-    await q.back_off_work(conn, stuck.id, "releasing", "node refused: exit 1", 300)
-
-    row = await get_allocation(conn, stuck.id, stuck.tenant_id)
-    assert row is not None and (row["step_attempts"], row["step_error"]) == (
-        1, "node refused: exit 1"
-    )  # fmt: skip
-    due = await rows(conn, "SELECT due_at > now() + interval '1 second' FROM allocation_work")
-    assert due == [(True,)]  # 2^1 s later at the earliest
-    await q.back_off_work(conn, stuck.id, "released", "another state: ignored", 300)
-    row = await get_allocation(conn, stuck.id, None)
-    assert row is not None and row["step_error"] == "node refused: exit 1"
-
-
-async def test_a_taker_skips_rows_another_holds(
-    conn: AsyncConnection[Any], database_url: str, schema: str
-) -> None:
-    allocations = [requested() for _ in range(6)]
-    await apply(conn, ALLOCATIONS, [e for a in allocations for e in envelopes(a)])
-
-    async with await connect(database_url, schema) as other:
-        async with conn.transaction():  # the first taker has not committed yet
-            held = await q.take_due_work(conn, 2, 60)
-            rest = await q.take_due_work(other, 10, 60)
-        assert len(held) == 2 and len(rest) == 4
-        assert not {i for i, _ in held} & {i for i, _ in rest}
-
-
-async def test_two_concurrent_takers_never_get_the_same_row(
-    conn: AsyncConnection[Any], database_url: str, schema: str
-) -> None:
-    allocations = [requested() for _ in range(60)]
-    await apply(conn, ALLOCATIONS, [e for a in allocations for e in envelopes(a)])
-
-    async def drain(taker: AsyncConnection[Any]) -> list[UUID]:
-        got: list[UUID] = []
-        while batch := await q.take_due_work(taker, 3, 60):
-            got += [i for i, _ in batch]
-        return got
-
-    async with (
-        await connect(database_url, schema) as one,
-        await connect(database_url, schema) as two,
-    ):
-        first, second = await asyncio.gather(drain(one), drain(two))
-    assert first and second and not set(first) & set(second)
-    assert sorted(first + second) == sorted(a.id for a in allocations)
-
-
 async def test_usage_pages_in_order_and_stays_in_its_tenant(conn: AsyncConnection[Any]) -> None:
     tenant = uuid4()
     mine, also_mine, theirs = released(tenant), released(tenant), released()
@@ -267,46 +149,6 @@ async def test_usage_pages_in_order_and_stays_in_its_tenant(conn: AsyncConnectio
     assert other.items == []
     with pytest.raises(InvalidPageRequestError):
         await list_usage(conn, PageRequest(tenant, {"tenant_id": theirs.tenant_id}))
-
-
-async def test_workers_see_what_runs_and_what_to_bill(conn: AsyncConnection[Any]) -> None:
-    tenant = uuid4()
-    runs, waiting, done = running(tenant), requested(tenant), released(tenant)
-    unbilled = running(tenant)
-    unbilled.release("done", END)  # billing ended, its windows not billed yet
-    never_ran = requested(tenant)
-    never_ran.fail("no_capacity", "none free", NOW)
-    everything = (runs, waiting, done, unbilled, never_ran)
-    await apply(conn, ALLOCATIONS, interleaved(*map(envelopes, everything)))
-
-    assert await q.running_allocations(conn, tenant) == [runs.id]
-    assert await q.running_allocations(conn, uuid4()) == []
-    later = END + timedelta(minutes=1)  # runs has closed minutes to bill by then
-    due = await q.billable_allocations(conn, 10, later)
-    assert sorted(a for _, a in due) == sorted([runs.id, unbilled.id])
-    assert await q.billable_allocations(conn, 10, later, after=due[0]) == due[1:]
-    assert [a for _, a in await q.billable_allocations(conn, 10, NOW)] == [unbilled.id]
-
-
-async def test_a_depletion_is_recorded_once_whatever_the_delivery(
-    conn: AsyncConnection[Any],
-) -> None:
-    tenant, ledger = uuid4(), uuid4()
-
-    def ledger_event(kind: str, sequence: int) -> Envelope:
-        data = {"ledger_id": str(ledger), "tenant_id": str(tenant), "at": NOW.isoformat()}
-        ce_type = f"cloud.gpu.ledger.{kind}.v1"
-        return Envelope(LEDGER, -1, -1, ce_type, str(ledger), sequence, str(tenant), data)
-
-    batch = [ledger_event("debited", 4), ledger_event("balance_depleted", 5)]
-    await apply(conn, DEPLETIONS, batch)
-    await apply(conn, DEPLETIONS, batch)
-    await conn.execute("DELETE FROM projection_subjects")
-    await apply(conn, DEPLETIONS, batch)
-
-    assert await q.pending_depletions(conn) == [(tenant, 5)]
-    await q.mark_depletion_handled(conn, tenant, 5)
-    assert await q.pending_depletions(conn) == []
 
 
 async def test_placement_prefers_the_tightest_active_node(conn: AsyncConnection[Any]) -> None:

@@ -17,10 +17,13 @@ from domain.allocation import (
     RELEASED,
     RELEASING,
     RUNNING,
+    SAGA_STATES,
+    TERMINAL,
     Allocation,
     InvalidTransitionError,
 )
 from domain.errors import ValidationFailedError
+from handlers.provisioning import STEPS
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -183,3 +186,25 @@ def test_a_copy_shares_only_immutable_values_and_diverges_from_its_original() ->
     clone.release("user", NOW + timedelta(minutes=5))
     assert allocation.state == RUNNING and allocation.pending_events == []
     assert clone.state != RUNNING and len(clone.pending_events) == 1
+
+
+def test_the_saga_wants_a_step_until_the_allocation_runs_or_is_settled() -> None:
+    allocation = requested()
+    wanted = [allocation.wants_saga]
+    allocation.reserve(uuid4(), (0,), NOW)
+    allocation.start_provisioning(NOW)
+    wanted.append(allocation.wants_saga)
+    allocation.mark_running(NOW)
+    wanted.append(allocation.wants_saga)
+    allocation.release("done", NOW)
+    wanted.append(allocation.wants_saga)
+    allocation.confirm_released(NOW)
+    wanted.append(allocation.wants_saga)  # released, not settled yet: one more step
+    allocation.settle(NOW)
+    wanted.append(allocation.wants_saga)
+    assert wanted == [True, True, False, True, True, False]
+
+
+def test_the_saga_has_a_step_for_every_state_that_wants_one() -> None:
+    assert set(STEPS) == {*SAGA_STATES, *TERMINAL}
+    assert RUNNING not in STEPS

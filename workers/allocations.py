@@ -3,10 +3,11 @@ the reconciler. Each is safe with several workers at once: saga work is leased p
 (``FOR UPDATE SKIP LOCKED``), and every decision is the aggregates' (a second worker's billing
 pass or force release finds nothing left to do).
 
-The saga's inbox is a read model: the projector turns every allocation event from Kafka into
-a due row of ``allocation_work`` (in the transaction that records its offset), and the saga
-pass takes due rows, steps each allocation, and postpones a failed step with an exponential
-backoff (the alert is ``gpucloud_release_failures_total`` rising).
+Their inboxes come from the write side (infra/inboxes.py): each pass first follows its
+context's notification log in PostgreSQL, so they go on while the relay, the broker or the
+projector is down. The saga pass takes due rows of ``allocation_work``, steps each allocation,
+and postpones a failed step with an exponential backoff (the alert is
+``gpucloud_release_failures_total`` rising).
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from handlers.billing import FORCE_REASON, BillingPass, bill
 from handlers.ports import NodeDriver
 from handlers.provisioning import Provisioning, ReleaseNotConfirmedError, StepFailedError
 from handlers.reconciler import Drift, Reconciler
+from infra import inboxes as work
 from infra import metrics
 from infra.bootstrap import System
 from infra.drivers import DriverConfig, driver_for
 from infra.eventstore import event_metadata
-from projections import allocation_queries as work
 from projections import catalog
 
 log = logging.getLogger("gpucloud.worker")
@@ -75,9 +76,20 @@ def provisioning_of(system: System, drivers: Callable[[str], NodeDriver]) -> Pro
     return Provisioning(system.compute, drivers, candidates, system.clock, timeout)
 
 
+async def follow_compute(system: System) -> int:
+    """Bring ``allocation_work`` up to the compute log (every pass does this first)."""
+    return await work.saga_inbox(system.pool, system.compute)()
+
+
+async def follow_depletions(system: System) -> int:
+    """Bring ``tenant_depletions`` up to the ledger log."""
+    return await work.depletions_inbox(system.pool, system.ledgers)()
+
+
 async def saga_pass(system: System, provisioning: Provisioning) -> int:
     """Step every allocation whose saga work is due; returns how many were stepped."""
     lease = system.settings.driver_timeout_seconds * 2 + 10
+    await follow_compute(system)
     async with system.pool.connection() as conn:
         due = await work.take_due_work(conn, SAGA_BATCH, lease)
     await asyncio.gather(*(_step(system, provisioning, a, state) for a, state in due))
@@ -110,6 +122,7 @@ async def _step(
 async def billing_pass(system: System, now: datetime | None = None) -> BillingPass:
     """Bill every due window of every billable allocation, a batch per transaction."""
     moment, total, after = now or system.clock(), BillingPass(), None
+    await follow_compute(system)
     while True:
         async with system.pool.connection() as conn:
             due = await work.billable_allocations(
@@ -136,6 +149,8 @@ async def depletion_pass(system: System, now: datetime | None = None) -> int:
     topped up since (its ledger no longer depleted) keeps its allocations: the event is old
     news, as after a rebuild of the read model."""
     forced = 0
+    await follow_depletions(system)
+    await follow_compute(system)
     async with system.pool.connection() as conn:
         pending = await work.pending_depletions(conn)
     for tenant_id, ledger_version in pending:
@@ -160,6 +175,7 @@ async def _force_release_all(system: System, tenant_id: UUID, now: datetime) -> 
 
 
 async def reconcile_pass(system: System, reconciler: Reconciler) -> Drift:
+    await follow_compute(system)
     async with system.pool.connection() as conn:
         nodes = await catalog.all_node_ids(conn)
         running = await work.running_allocations(conn, None)
