@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -119,3 +121,21 @@ def gpucloud(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]
         text=True,
         timeout=60,
     )
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The API on a socket with the relay and the projector running: what a client sees."""
+
+    url: str
+    http: httpx.AsyncClient
+
+
+@contextlib.asynccontextmanager
+async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
+    async with (
+        api_server(settings) as url,
+        roles(settings, "relay", "projector"),
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        yield Stack(url, http)

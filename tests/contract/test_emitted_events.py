@@ -57,7 +57,8 @@ def with_header(name: str, text: str | None) -> OutboundMessage:
 
 
 @pytest.fixture
-def system(settings: Settings) -> Iterator[System]:
+def write_side(settings: Settings) -> Iterator[System]:
+    """This test's applications on PostgreSQL (no read pool): events to relay."""
     built = build_system(settings)
     yield built
     built.close_write_side()
@@ -69,19 +70,21 @@ def stored_tenant_event(system: System) -> Any:
     return system.identity.recorder.select_notifications(1, 10)[0]  # the tenant's event
 
 
-def test_a_created_tenant_is_an_event_the_contract_accepts(system: System) -> None:
-    message = to_message(system.identity.name, system.identity.mapper, stored_tenant_event(system))
+def test_a_created_tenant_is_an_event_the_contract_accepts(write_side: System) -> None:
+    message = to_message(
+        write_side.identity.name, write_side.identity.mapper, stored_tenant_event(write_side)
+    )
     assert check_message(message, load("asyncapi/asyncapi.yaml")) == []
 
 
 def test_the_relay_records_every_message_it_builds(
-    system: System, pytestconfig: pytest.Config
+    write_side: System, pytestconfig: pytest.Config
 ) -> None:
     assert pytestconfig.pluginmanager.has_plugin("tests.contract_plugin"), REGISTER
-    note = stored_tenant_event(system)
-    message = relay.to_message(system.identity.name, system.identity.mapper, note)
+    note = stored_tenant_event(write_side)
+    message = relay.to_message(write_side.identity.name, write_side.identity.mapper, note)
     assert contract_plugin.RECORDER.messages[-1][1] is message
-    assert message == to_message(system.identity.name, system.identity.mapper, note)
+    assert message == to_message(write_side.identity.name, write_side.identity.mapper, note)
 
 
 def test_the_hand_made_sample_conforms() -> None:

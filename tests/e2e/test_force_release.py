@@ -28,32 +28,34 @@ CREDIT = 2 * 3 * 60 * 1000  # three minutes of two one-GPU allocations
 
 
 async def test_both_allocations_are_released_in_the_window_the_credit_runs_out(
-    settings: Settings, system: System
+    settings: Settings, direct_system: System
 ) -> None:
     async with roles(settings, "relay", "projector"):
-        tenant, allocations = await _two_running(system)
-        drivers = jobs.drivers_of(jobs.driver_config(system))
-        provisioning = jobs.provisioning_of(system, drivers)
-        start = max(_get(system, a).started_at or datetime.now(UTC) for a in allocations)
+        tenant, allocations = await _two_running(direct_system)
+        drivers = jobs.drivers_of(jobs.driver_config(direct_system))
+        provisioning = jobs.provisioning_of(direct_system, drivers)
+        start = max(_get(direct_system, a).started_at or datetime.now(UTC) for a in allocations)
         depleted_at = None
         for minute in range(1, 6):
             now = start + timedelta(minutes=minute)
-            await jobs.billing_pass(system, now)
-            assert system.ledgers.balances(tenant).available >= 0  # never below the floor
-            if system.ledgers.ledger(tenant).depleted and depleted_at is None:
+            await jobs.billing_pass(direct_system, now)
+            assert direct_system.ledgers.balances(tenant).available >= 0  # never below the floor
+            if direct_system.ledgers.ledger(tenant).depleted and depleted_at is None:
                 depleted_at = now
-                await eventually(lambda: _depletion_arrived(system))
-                await jobs.depletion_pass(system, now)
-            states = {_get(system, a).state for a in allocations}
+                await eventually(lambda: _depletion_arrived(direct_system))
+                await jobs.depletion_pass(direct_system, now)
+            states = {_get(direct_system, a).state for a in allocations}
             assert states == ({"running"} if depleted_at is None else {"force_releasing"})
         assert depleted_at is not None and depleted_at <= start + timedelta(minutes=4)
         for a in allocations:  # billing stopped inside the window where the credit ran out
-            ends = _get(system, a).billing_ends_at
+            ends = _get(direct_system, a).billing_ends_at
             assert ends is not None and depleted_at - timedelta(minutes=1) < ends <= depleted_at
-        await eventually(lambda: _all_released(system, provisioning, allocations), timeout=20)
-        await jobs.billing_pass(system, depleted_at + timedelta(minutes=5))
-        system.ledgers.credit(tenant, "topup-2", 10_000_000, datetime.now(UTC))
-    final = [_get(system, a) for a in allocations]
+        await eventually(
+            lambda: _all_released(direct_system, provisioning, allocations), timeout=20
+        )
+        await jobs.billing_pass(direct_system, depleted_at + timedelta(minutes=5))
+        direct_system.ledgers.credit(tenant, "topup-2", 10_000_000, datetime.now(UTC))
+    final = [_get(direct_system, a) for a in allocations]
     assert all(f.state == "released" and f.release_reason == "credit exhausted" for f in final)
     later = depleted_at + timedelta(days=1)
     assert all(f.settled and f.due_windows(later) == [] for f in final)  # no resurrection

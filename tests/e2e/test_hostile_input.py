@@ -192,7 +192,7 @@ def field_named(answer: httpx.Response, name: str) -> None:
 
 @pytest.mark.parametrize("bad", ["n\x00", "a\x1bb", "line\nbreak", "\x7f", "x" * 5000])
 async def test_text_no_store_or_terminal_should_keep_is_refused_naming_the_field(
-    settings: Settings, ops_key: str, system: System, bad: str
+    settings: Settings, ops_key: str, direct_system: System, bad: str
 ) -> None:
     """The four NUL vectors that once wedged a projection, and their cousins."""
     async with api_server(settings) as url, httpx.AsyncClient(base_url=url) as http:
@@ -213,9 +213,9 @@ async def test_text_no_store_or_terminal_should_keep_is_refused_naming_the_field
         )
     for answer, name in ((named, "name"), (release, "reason"), (key, "name"), (adjust, "reason")):
         field_named(answer, name)
-    allocation = system.compute.allocation(UUID(fine.json()["id"]))
+    allocation = direct_system.compute.allocation(UUID(fine.json()["id"]))
     assert allocation.state == "requested" and allocation.name != bad
-    assert len(system.ledgers.ledger(UUID(acme.id)).holds) == 1  # only the good request's
+    assert len(direct_system.ledgers.ledger(UUID(acme.id)).holds) == 1  # only the good request's
 
 
 async def test_an_adjustment_beyond_the_domains_cap_is_refused_by_the_contract(

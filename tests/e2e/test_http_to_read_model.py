@@ -10,7 +10,7 @@ import pytest
 
 from infra.settings import Settings
 from tests.conftest import issue_ops_key
-from tests.support import api_server, eventually, read_topic, roles
+from tests.support import Stack, api_server, eventually, read_topic, roles
 
 pytestmark = pytest.mark.e2e
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -27,27 +27,23 @@ TENANT_EVENTS = (
 
 
 async def test_a_created_tenant_reaches_the_read_model_with_one_trace(
-    settings: Settings, ops_key: str
+    settings: Settings, ops_key: str, stack: Stack
 ) -> None:
-    async with (
-        api_server(settings) as url,
-        roles(settings, "relay", "projector"),
-        httpx.AsyncClient(base_url=url) as http,
-    ):
-        created = await http.post(
-            "/v1/tenants",
-            json={"name": "Acme Research"},
-            headers={**auth(ops_key), "X-Request-ID": "req-42", "traceparent": TRACEPARENT},
-        )
-        assert created.status_code == 201, created.text
-        tenant_id = created.json()["id"]
-        token = created.headers["X-Position-Token"]
-        assert created.headers["Location"] == f"/v1/tenants/{tenant_id}"
+    http = stack.http
+    created = await http.post(
+        "/v1/tenants",
+        json={"name": "Acme Research"},
+        headers={**auth(ops_key), "X-Request-ID": "req-42", "traceparent": TRACEPARENT},
+    )
+    assert created.status_code == 201, created.text
+    tenant_id = created.json()["id"]
+    token = created.headers["X-Position-Token"]
+    assert created.headers["Location"] == f"/v1/tenants/{tenant_id}"
 
-        read = await http.get(
-            f"/v1/tenants/{tenant_id}",
-            headers={**auth(ops_key), "X-Position-Token": token},
-        )
+    read = await http.get(
+        f"/v1/tenants/{tenant_id}",
+        headers={**auth(ops_key), "X-Position-Token": token},
+    )
 
     assert read.status_code == 200, read.text
     assert read.json()["name"] == "Acme Research"

@@ -10,7 +10,7 @@ import pytest
 
 from infra.settings import Settings
 from tests.e2e.identity_world import bearer, open_tenant
-from tests.support import api_server, eventually, roles
+from tests.support import Stack, api_server, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -94,32 +94,28 @@ async def test_a_read_only_key_reads_but_cannot_write(settings: Settings, ops_ke
 
 
 async def test_keys_are_listed_without_secrets_and_users_per_tenant(
-    settings: Settings, ops_key: str
+    settings: Settings, ops_key: str, stack: Stack
 ) -> None:
-    async with (
-        api_server(settings) as url,
-        roles(settings, "relay", "projector"),
-        httpx.AsyncClient(base_url=url) as http,
-    ):
-        acme = await open_tenant(http, ops_key, "Acme")
-        other = await open_tenant(http, ops_key, "Other")
+    http = stack.http
+    acme = await open_tenant(http, ops_key, "Acme")
+    other = await open_tenant(http, ops_key, "Other")
 
-        async def four_keys() -> list[dict[str, object]] | None:
-            page = await http.get("/v1/api-keys", headers=bearer(acme.keys["owner"]))
-            items: list[dict[str, object]] = page.json()["items"]
-            return items if len(items) == 4 else None
+    async def four_keys() -> list[dict[str, object]] | None:
+        page = await http.get("/v1/api-keys", headers=bearer(acme.keys["owner"]))
+        items: list[dict[str, object]] = page.json()["items"]
+        return items if len(items) == 4 else None
 
-        async def four_users() -> bool:
-            page = await http.get("/v1/users", headers=bearer(acme.keys["owner"]))
-            return len(page.json()["items"]) == 4
+    async def four_users() -> bool:
+        page = await http.get("/v1/users", headers=bearer(acme.keys["owner"]))
+        return len(page.json()["items"]) == 4
 
-        keys = await eventually(four_keys)
-        await eventually(four_users)
-        users = await http.get("/v1/users?limit=2", headers=bearer(acme.keys["owner"]))
-        rest = await http.get(
-            f"/v1/users?limit=2&cursor={users.json()['next_cursor']}",
-            headers=bearer(acme.keys["owner"]),
-        )
+    keys = await eventually(four_keys)
+    await eventually(four_users)
+    users = await http.get("/v1/users?limit=2", headers=bearer(acme.keys["owner"]))
+    rest = await http.get(
+        f"/v1/users?limit=2&cursor={users.json()['next_cursor']}",
+        headers=bearer(acme.keys["owner"]),
+    )
     assert {k["id"] for k in keys} == set(acme.key_ids.values())
     assert all("token" not in k and "secret_hash" not in k for k in keys)
     listed = [u["id"] for u in users.json()["items"] + rest.json()["items"]]
@@ -127,24 +123,22 @@ async def test_keys_are_listed_without_secrets_and_users_per_tenant(
     assert not set(listed) & set(other.user_ids.values())
 
 
-async def test_the_audit_log_names_who_did_what(settings: Settings, ops_key: str) -> None:
-    async with (
-        api_server(settings) as url,
-        roles(settings, "relay", "projector"),
-        httpx.AsyncClient(base_url=url) as http,
-    ):
-        acme = await open_tenant(http, ops_key, "Acme")
+async def test_the_audit_log_names_who_did_what(
+    settings: Settings, ops_key: str, stack: Stack
+) -> None:
+    http = stack.http
+    acme = await open_tenant(http, ops_key, "Acme")
 
-        async def audit() -> list[dict[str, str]] | None:
-            page = await http.get(
-                "/v1/audit-events?type=cloud.gpu.user.created.v1&limit=10",
-                headers=bearer(acme.keys["auditor"]),
-            )
-            items: list[dict[str, str]] = page.json()["items"]
-            return items if len(items) == 4 else None
+    async def audit() -> list[dict[str, str]] | None:
+        page = await http.get(
+            "/v1/audit-events?type=cloud.gpu.user.created.v1&limit=10",
+            headers=bearer(acme.keys["auditor"]),
+        )
+        items: list[dict[str, str]] = page.json()["items"]
+        return items if len(items) == 4 else None
 
-        users = await eventually(audit)
-        member_view = await http.get("/v1/audit-events", headers=bearer(acme.keys["member"]))
+    users = await eventually(audit)
+    member_view = await http.get("/v1/audit-events", headers=bearer(acme.keys["member"]))
     by_subject = {u["subject"]: u["actor"] for u in users}
     owner_actor = f"key:{acme.key_ids['owner']},user:{acme.user_ids['owner']}"
     assert by_subject[acme.user_ids["member"]] == owner_actor

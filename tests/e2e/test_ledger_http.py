@@ -13,7 +13,7 @@ import pytest
 from infra.bootstrap import build_system
 from infra.settings import Settings
 from tests.e2e.identity_world import bearer, open_tenant
-from tests.support import api_server, eventually, gpucloud, roles
+from tests.support import Stack, api_server, eventually, gpucloud, roles
 
 pytestmark = pytest.mark.e2e
 
@@ -29,27 +29,23 @@ def money_moves(settings: Settings, tenant: UUID, now: datetime) -> None:
 
 
 async def test_billing_reads_balances_postings_and_holds_of_its_own_tenant(
-    settings: Settings, ops_key: str
+    settings: Settings, ops_key: str, stack: Stack
 ) -> None:
-    async with (
-        api_server(settings) as url,
-        roles(settings, "relay", "projector"),
-        httpx.AsyncClient(base_url=url) as http,
-    ):
-        acme = await open_tenant(http, ops_key, "Acme")
-        money_moves(settings, UUID(acme.id), datetime.now(UTC))
-        billing = bearer(acme.keys["billing"])
+    http = stack.http
+    acme = await open_tenant(http, ops_key, "Acme")
+    money_moves(settings, UUID(acme.id), datetime.now(UTC))
+    billing = bearer(acme.keys["billing"])
 
-        async def settled() -> dict[str, int] | None:
-            body: dict[str, int] = (await http.get("/v1/ledger", headers=billing)).json()
-            return body if body.get("held") == 1_000_000 else None
+    async def settled() -> dict[str, int] | None:
+        body: dict[str, int] = (await http.get("/v1/ledger", headers=billing)).json()
+        return body if body.get("held") == 1_000_000 else None
 
-        balances = await eventually(settled)
-        postings = await http.get("/v1/ledger/postings?kind=debit", headers=billing)
-        holds = await http.get("/v1/ledger/holds?state=open", headers=billing)
-        member = await http.get("/v1/ledger", headers=bearer(acme.keys["member"]))
-        platform = await http.get("/v1/admin/ledger/platform-accounts", headers=bearer(ops_key))
-        statement = gpucloud(settings, "ledger", "statement", "--tenant", acme.id)
+    balances = await eventually(settled)
+    postings = await http.get("/v1/ledger/postings?kind=debit", headers=billing)
+    holds = await http.get("/v1/ledger/holds?state=open", headers=billing)
+    member = await http.get("/v1/ledger", headers=bearer(acme.keys["member"]))
+    platform = await http.get("/v1/admin/ledger/platform-accounts", headers=bearer(ops_key))
+    statement = gpucloud(settings, "ledger", "statement", "--tenant", acme.id)
     assert (balances["posted"], balances["available"]) == (7_500_000, 6_500_000)
     assert [p["amount"] for p in postings.json()["items"]] == [2_500_000]
     assert [h["amount"] for h in holds.json()["items"]] == [1_000_000]

@@ -8,7 +8,6 @@ import asyncio
 import json
 from uuid import UUID
 
-import httpx
 import pytest
 
 from infra import metrics
@@ -17,7 +16,7 @@ from infra.compute_messages import ALLOCATION_TOPIC
 from infra.settings import Settings
 from tests.e2e.identity_world import bearer, grant_credit, open_tenant
 from tests.e2e.test_allocation_lifecycle import SKU
-from tests.support import api_server, eventually, gpucloud, read_topic, roles
+from tests.support import Stack, eventually, gpucloud, read_topic
 
 pytestmark = pytest.mark.e2e
 
@@ -38,45 +37,37 @@ def quarantined(settings: Settings) -> list[dict[str, object]]:
 
 
 async def test_a_poison_event_is_quarantined_and_the_next_tenant_is_projected(
-    settings: Settings, ops_key: str, system: System
+    settings: Settings, ops_key: str, direct_system: System, stack: Stack
 ) -> None:
     before = metrics.PROJECTION_QUARANTINED.labels("allocations")._value.get()
-    async with (
-        api_server(settings) as url,
-        roles(settings, "relay", "projector"),
-        httpx.AsyncClient(base_url=url) as http,
-    ):
-        acme, other = (
-            await open_tenant(http, ops_key, "Acme"),
-            await open_tenant(http, ops_key, "B"),
-        )
-        sku = (await http.post("/v1/skus", json=SKU, headers=bearer(ops_key))).json()["id"]
-        for tenant in (acme, other):
-            await grant_credit(http, ops_key, tenant.id, 10_000_000)
-        bad = poison(system, acme.id, sku)
+    http = stack.http
+    acme, other = (
+        await open_tenant(http, ops_key, "Acme"),
+        await open_tenant(http, ops_key, "B"),
+    )
+    sku = (await http.post("/v1/skus", json=SKU, headers=bearer(ops_key))).json()["id"]
+    for tenant in (acme, other):
+        await grant_credit(http, ops_key, tenant.id, 10_000_000)
+    bad = poison(direct_system, acme.id, sku)
 
-        body = {"sku_id": sku, "region": "eu-west-1", "count": 1, "name": "fine"}
-        keyed = {**bearer(other.keys["owner"]), "Idempotency-Key": "next-1"}
-        accepted = await http.post("/v1/allocations", json=body, headers=keyed)
-        assert accepted.status_code == 202, accepted.text
-        token = {"X-Position-Token": accepted.headers["X-Position-Token"], **keyed}
-        read = await http.get(accepted.headers["Location"], headers=token)
-        assert read.status_code == 200, read.text  # projected within the read's 2 s bound
+    body = {"sku_id": sku, "region": "eu-west-1", "count": 1, "name": "fine"}
+    keyed = {**bearer(other.keys["owner"]), "Idempotency-Key": "next-1"}
+    accepted = await http.post("/v1/allocations", json=body, headers=keyed)
+    assert accepted.status_code == 202, accepted.text
+    token = {"X-Position-Token": accepted.headers["X-Position-Token"], **keyed}
+    read = await http.get(accepted.headers["Location"], headers=token)
+    assert read.status_code == 200, read.text  # projected within the read's 2 s bound
 
-        rows = await eventually(lambda: asyncio.to_thread(quarantined, settings), timeout=10)
-        assert [(r["projection"], r["subject"], r["held"]) for r in rows] == [
-            ("allocations", str(bad), False)
-        ]
-        assert "NUL" in str(rows[0]["error"])
-        dead = await read_topic(
-            settings.kafka_bootstrap_servers or "", f"{ALLOCATION_TOPIC}.dlq", 3, 1
-        )
-        assert [d.headers for d in dead] and dict(dead[0].headers)["ce_subject"] == str(
-            bad
-        ).encode()
-        assert metrics.PROJECTION_QUARANTINED.labels("allocations")._value.get() == before + 1
-        own = await http.get(f"/v1/allocations/{bad}", headers=bearer(acme.keys["owner"]))
-        assert own.status_code == 404  # the tenant's poisoned allocation is not in the read model
+    rows = await eventually(lambda: asyncio.to_thread(quarantined, settings), timeout=10)
+    assert [(r["projection"], r["subject"], r["held"]) for r in rows] == [
+        ("allocations", str(bad), False)
+    ]
+    assert "NUL" in str(rows[0]["error"])
+    dead = await read_topic(settings.kafka_bootstrap_servers or "", f"{ALLOCATION_TOPIC}.dlq", 3, 1)
+    assert [d.headers for d in dead] and dict(dead[0].headers)["ce_subject"] == str(bad).encode()
+    assert metrics.PROJECTION_QUARANTINED.labels("allocations")._value.get() == before + 1
+    own = await http.get(f"/v1/allocations/{bad}", headers=bearer(acme.keys["owner"]))
+    assert own.status_code == 404  # the tenant's poisoned allocation is not in the read model
 
     replay = gpucloud(settings, "projections", "quarantine", "replay", "allocations", "--json")
     assert replay.returncode == 1  # nothing fixed it: still failing, and says so

@@ -23,30 +23,32 @@ PRICE = 3_600_000  # 1,000 micro-dollars per GPU-second
 
 
 async def test_an_allocation_runs_is_billed_and_is_released_with_the_projector_stopped(
-    settings: Settings, system: System
+    settings: Settings, direct_system: System
 ) -> None:
-    tenant, sku = await _a_node_the_catalog_knows(settings, system)
-    async with system.pool.connection() as conn:  # the read model stops here
+    tenant, sku = await _a_node_the_catalog_knows(settings, direct_system)
+    async with direct_system.pool.connection() as conn:  # the read model stops here
         projected = await (await conn.execute("SELECT count(*) FROM allocations")).fetchone()
 
     async with roles(settings, "worker"):
         now = datetime.now(UTC)
-        allocation = system.compute.request(
+        allocation = direct_system.compute.request(
             tenant_id=tenant, sku_id=sku, region="eu-west-1", count=1, name=None, key="one",
             now=now, quota_gpus=16, runway_minutes=10, deadline_seconds=60,
         ).id  # fmt: skip
-        await eventually(lambda: _running(system, allocation), timeout=30)
+        await eventually(lambda: _running(direct_system, allocation), timeout=30)
 
-        started = system.compute.allocation(allocation).started_at
+        started = direct_system.compute.allocation(allocation).started_at
         assert started is not None
-        billed = await jobs.billing_pass(system, started + timedelta(minutes=2))
-        assert billed.windows >= 2 and system.compute.allocation(allocation).cost > 0
+        billed = await jobs.billing_pass(direct_system, started + timedelta(minutes=2))
+        assert billed.windows >= 2 and direct_system.compute.allocation(allocation).cost > 0
 
-        system.compute.release(allocation, "done", datetime.now(UTC), tenant_id=tenant)
-        await eventually(lambda: _released(system, allocation), timeout=30)
+        direct_system.compute.release(allocation, "done", datetime.now(UTC), tenant_id=tenant)
+        await eventually(lambda: _released(direct_system, allocation), timeout=30)
 
-    assert _state(system, allocation) == "released"
-    async with system.pool.connection() as conn:  # no projector ran: the read model never knew
+    assert _state(direct_system, allocation) == "released"
+    async with (
+        direct_system.pool.connection() as conn
+    ):  # no projector ran: the read model never knew
         assert (await (await conn.execute("SELECT count(*) FROM allocations")).fetchone()) == (
             projected
         )

@@ -41,24 +41,28 @@ def worker(settings: Settings, fault: str | None = None) -> Iterator[subprocess.
 
 @pytest.mark.parametrize("step", ["requested", "reserved", "provisioning", "releasing"])
 async def test_a_worker_killed_after_a_step_leaves_nothing_done_twice(
-    settings: Settings, system: System, step: str
+    settings: Settings, direct_system: System, step: str
 ) -> None:
     async with roles(settings, "relay", "projector"):
-        allocation, node = await _requested(system)
+        allocation, node = await _requested(direct_system)
         with worker(settings, fault=f"saga.after:{step}") as doomed:
             if step == "releasing":
-                await eventually(lambda: _state_is(system, allocation, "running"), timeout=30)
-                system.compute.release(allocation, "done", datetime.now(UTC))
+                await eventually(
+                    lambda: _state_is(direct_system, allocation, "running"), timeout=30
+                )
+                direct_system.compute.release(allocation, "done", datetime.now(UTC))
             assert await asyncio.to_thread(doomed.wait, 60) == 137  # the loop runs the relay
         with worker(settings):
             if step != "releasing":
-                await eventually(lambda: _state_is(system, allocation, "running"), timeout=30)
-                system.compute.release(allocation, "done", datetime.now(UTC))
-            await eventually(lambda: _state_is(system, allocation, "released"), timeout=30)
-    final = system.compute.allocation(allocation)
-    kinds = [type(e).__name__ for e in system.inventory.repository.event_store.get(node)]
+                await eventually(
+                    lambda: _state_is(direct_system, allocation, "running"), timeout=30
+                )
+                direct_system.compute.release(allocation, "done", datetime.now(UTC))
+            await eventually(lambda: _state_is(direct_system, allocation, "released"), timeout=30)
+    final = direct_system.compute.allocation(allocation)
+    kinds = [type(e).__name__ for e in direct_system.inventory.repository.event_store.get(node)]
     assert final.settled and kinds.count("CapacityClaimed") == kinds.count("ClaimReleased") == 1
-    ledger = system.ledgers.ledger(final.tenant_id)
+    ledger = direct_system.ledgers.ledger(final.tenant_id)
     assert ledger.held == 0 and sum(h.state == "voided" for h in ledger.holds.values()) == 1
     workspace = settings.data_dir.resolve() / "instances" / str(allocation)
     assert (workspace / "instance.released.json").exists()

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
-
-import pytest
 
 from handlers.allocations import Allocations
 from handlers.base import Written
@@ -65,10 +62,3 @@ def stage(
         for n in node_gpus
     ]
     return World(system, tenant, sku, nodes)
-
-
-@pytest.fixture
-def system(database_url: str, schema: str) -> Iterator[System]:
-    built = write_side(database_url, schema)
-    yield built
-    built.close_write_side()

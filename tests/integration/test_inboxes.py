@@ -23,12 +23,11 @@ from infra.inboxes import WorkRow, record_work
 from projections.allocations import ALLOCATIONS, get_allocation
 from projections.runner import apply_batch, rebuild
 from tests.integration.allocation_states import END, NOW, bill, released, requested, running
-from tests.integration.allocation_world import stage, system
+from tests.integration.allocation_world import stage
 from tests.integration.test_allocation_projection import envelopes
 from workers import allocations as jobs
 
 pytestmark = pytest.mark.integration
-__all__ = ["system"]  # the write side fixture, shared with the saga tests
 
 
 @pytest.fixture
@@ -182,10 +181,10 @@ async def test_workers_see_what_runs_and_what_to_bill(conn: AsyncConnection[Any]
 
 
 @pytest.fixture
-async def opened(system: System) -> AsyncIterator[System]:
-    await system.open()
-    yield system
-    await system.close()
+async def opened(clocked_system: System) -> AsyncIterator[System]:
+    await clocked_system.open()
+    yield clocked_system
+    await clocked_system.close()
 
 
 async def test_the_follow_writes_each_allocation_once_from_the_compute_log(

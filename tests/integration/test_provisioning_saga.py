@@ -12,10 +12,8 @@ import pytest
 from domain.allocation import Allocation
 from handlers.provisioning import Provisioning, StepFailedError
 from infra.bootstrap import System
-from tests.integration.allocation_world import World, stage, system
+from tests.integration.allocation_world import World, stage
 from tests.integration.fake_node import Crash, FakeNode
-
-__all__ = ["system"]
 
 pytestmark = pytest.mark.integration
 SETTLED_STATES = ("failed", "released")
@@ -53,8 +51,10 @@ def settled_once(world: World, allocation_id: UUID) -> None:
     assert allocation.settled and allocation.state in SETTLED_STATES
 
 
-async def test_a_driver_error_fails_with_provider_error_and_compensates(system: System) -> None:
-    world, node = stage(system, credit=10_000_000), FakeNode(refuse="provision")
+async def test_a_driver_error_fails_with_provider_error_and_compensates(
+    clocked_system: System,
+) -> None:
+    world, node = stage(clocked_system, credit=10_000_000), FakeNode(refuse="provision")
     a = world.request().id
     assert await drive(saga(world, node), a, "failed") == "failed"
     allocation = world.compute.allocation(a)
@@ -64,9 +64,9 @@ async def test_a_driver_error_fails_with_provider_error_and_compensates(system: 
 
 
 async def test_a_driver_hanging_past_the_deadline_fails_with_provisioning_timeout(
-    system: System,
+    clocked_system: System,
 ) -> None:
-    world, node = stage(system, credit=10_000_000), FakeNode(hang="provision")
+    world, node = stage(clocked_system, credit=10_000_000), FakeNode(hang="provision")
     a = world.request(now=world.clock() - timedelta(seconds=299.5)).id  # deadline 300 s
     provisioning = saga(world, node)
     assert await drive(provisioning, a, "failed") == "failed"
@@ -75,9 +75,9 @@ async def test_a_driver_hanging_past_the_deadline_fails_with_provisioning_timeou
 
 
 async def test_a_release_the_node_does_not_confirm_is_retried_until_it_does(
-    system: System,
+    clocked_system: System,
 ) -> None:
-    world, node = stage(system, credit=10_000_000), FakeNode()
+    world, node = stage(clocked_system, credit=10_000_000), FakeNode()
     a = world.request().id
     provisioning = saga(world, node)
     await drive(provisioning, a, "running")
@@ -102,9 +102,9 @@ CRASH_POINTS = [
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
 async def test_a_worker_killed_after_any_step_finishes_the_allocation_once(
-    system: System, point: str, monkeypatch: pytest.MonkeyPatch
+    clocked_system: System, point: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world, node = stage(system, credit=10_000_000), FakeNode()
+    world, node = stage(clocked_system, credit=10_000_000), FakeNode()
     a = world.request().id
     if point.startswith("driver:"):
         node.crash_after = point.removeprefix("driver:")
@@ -119,8 +119,8 @@ async def test_a_worker_killed_after_any_step_finishes_the_allocation_once(
     settled_once(world, a)
 
 
-async def test_duplicate_and_reordered_triggers_change_nothing(system: System) -> None:
-    world, node = stage(system, credit=10_000_000), FakeNode()
+async def test_duplicate_and_reordered_triggers_change_nothing(clocked_system: System) -> None:
+    world, node = stage(clocked_system, credit=10_000_000), FakeNode()
     a = world.request().id
     provisioning = saga(world, node)
     await drive(provisioning, a, "running")

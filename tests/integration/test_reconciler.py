@@ -9,17 +9,15 @@ import pytest
 from handlers.ports import DriverError, InstanceSpec
 from handlers.reconciler import Reconciler
 from infra.bootstrap import System
-from tests.integration.allocation_world import stage, system
+from tests.integration.allocation_world import stage
 from tests.integration.fake_node import FakeNode
 from tests.integration.test_provisioning_saga import drive, saga
-
-__all__ = ["system"]
 
 pytestmark = pytest.mark.integration
 
 
-async def test_an_instance_without_a_live_allocation_is_released(system: System) -> None:
-    world, node = stage(system, credit=10_000_000), FakeNode()
+async def test_an_instance_without_a_live_allocation_is_released(clocked_system: System) -> None:
+    world, node = stage(clocked_system, credit=10_000_000), FakeNode()
     kept = world.request().id
     await drive(saga(world, node), kept, "running")
     orphan = InstanceSpec(uuid4(), world.tenant, world.nodes[0], None, (3,))
@@ -34,9 +32,9 @@ async def test_an_instance_without_a_live_allocation_is_released(system: System)
 
 
 async def test_a_running_allocation_whose_instance_vanished_fails_and_stops_billing(
-    system: System,
+    clocked_system: System,
 ) -> None:
-    world, node = stage(system, credit=10_000_000), FakeNode()
+    world, node = stage(clocked_system, credit=10_000_000), FakeNode()
     lost, fine = world.request().id, world.request().id
     for a in (lost, fine):
         await drive(saga(world, node), a, "running")
@@ -56,8 +54,8 @@ async def test_a_running_allocation_whose_instance_vanished_fails_and_stops_bill
     assert world.compute.allocation(fine).state == "running"
 
 
-async def test_an_unreachable_node_fails_nobody(system: System) -> None:
-    world, node = stage(system, credit=10_000_000), FakeNode()
+async def test_an_unreachable_node_fails_nobody(clocked_system: System) -> None:
+    world, node = stage(clocked_system, credit=10_000_000), FakeNode()
     a = world.request().id
     await drive(saga(world, node), a, "running")
 
