@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,6 +34,8 @@ from infra.messages.names import RELAY_UNROUTED_TOPIC
 from projections.quarantine import printable
 
 log = logging.getLogger("gpucloud.relay")
+Build = Callable[[str, Mapper[Any], Notification], OutboundMessage]
+"""Stored event -> message: ``infra.cloudevents.to_message``, or the name the relay calls."""
 Blocked = dict[str, int]
 """Subjects with kept events: subject -> the lowest open sequence (its later events wait)."""
 
@@ -78,7 +80,11 @@ class Sorted:
 
 
 def sort_batch(
-    context: str, mapper: Mapper[Any], notes: Sequence[Notification], blocked: Blocked
+    context: str,
+    mapper: Mapper[Any],
+    notes: Sequence[Notification],
+    blocked: Blocked,
+    build: Build = to_message,
 ) -> Sorted:
     """Turn ``notes`` into messages; keep back the ones that fail and those of their subjects
     (and of subjects ``blocked`` already) from the blocking sequence on."""
@@ -93,7 +99,7 @@ def sort_batch(
                 out.held_on[subject] = blocked[subject]
             continue
         try:
-            out.messages.append(to_message(context, mapper, note))
+            out.messages.append(build(context, mapper, note))
         except Exception as failure:
             out.kept.append(Kept(note, f"{type(failure).__name__}: {failure}", dead_letter(note)))
             blocking[subject] = note.originator_version
