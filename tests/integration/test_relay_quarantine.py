@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 from uuid import UUID, uuid4
 
 import pytest
@@ -78,8 +78,8 @@ def by_position(records: list[Any]) -> list[Any]:
 async def test_a_poisoned_event_between_two_good_ones_is_quarantined_and_the_relay_moves_on(
     settings: Settings, system: System
 ) -> None:
-    first, bad, last = Tenant.register(uuid4(), "first", "h"), refused_by_the_wire_model(), None
-    last = Tenant.register(uuid4(), "last", "h")
+    first, last = Tenant.register(uuid4(), "first", "h"), Tenant.register(uuid4(), "last", "h")
+    bad = refused_by_the_wire_model()
     for tenant in (first, bad, last):
         system.identity.save(tenant)
     before = quarantined_total()
@@ -123,7 +123,7 @@ async def test_later_events_of_the_aggregate_wait_and_a_retry_publishes_them_onc
 
     fix = published("cloud.gpu.tenant.renamed.v1", TENANT_TOPIC, RenamedV1, "tenant_id",
                     lambda e: e.originator_id, None)  # fmt: skip
-    monkeypatch.setitem(WIRE, Renamed, fix)
+    monkeypatch.setitem(WIRE, cast(type[Any], Renamed), fix)  # the fix, deployed
     apps = {app.name: app for app in system.applications}
     producer = await started(settings)
     try:
