@@ -18,7 +18,7 @@ from rich.table import Table
 
 from gateways.cli_common import DataDir, JsonOut, settings_for
 from gateways.output import console, show
-from infra import relay_quarantine
+from infra import relay_retry
 from infra.bootstrap import build_system, producer_factory
 from infra.db import async_pool, migrate
 from infra.messages import topics
@@ -53,7 +53,7 @@ def list_kept(
 
     async def listing(pool: AsyncConnectionPool) -> list[dict[str, Any]]:
         async with pool.connection() as conn:
-            return await relay_quarantine.listing(conn, every)
+            return await relay_retry.listing(conn, every)
 
     rows = asyncio.run(_with_pool(settings_for(data_dir), listing))
     if json_out:
@@ -82,7 +82,7 @@ def retry(
         raise typer.Exit(1)
 
 
-async def _retry(settings: Settings, ids: list[int] | None, by: str) -> relay_quarantine.Retried:
+async def _retry(settings: Settings, ids: list[int] | None, by: str) -> relay_retry.Retried:
     system = build_system(settings)
     await system.open()
     await ensure_topics(settings.kafka_bootstrap_servers or "", topics(), settings.kafka_partitions)
@@ -90,7 +90,7 @@ async def _retry(settings: Settings, ids: list[int] | None, by: str) -> relay_qu
     await producer.start()
     try:
         apps = {app.name: app for app in system.applications}
-        return await relay_quarantine.retry(system.pool, apps, producer, ids, by)
+        return await relay_retry.retry(system.pool, apps, producer, ids, by)
     finally:
         await producer.stop()
         await system.close()
@@ -107,6 +107,6 @@ def discard(
     who = by or getpass.getuser()
 
     async def discarding(pool: AsyncConnectionPool) -> int:
-        return await relay_quarantine.discard(pool, ids, who)
+        return await relay_retry.discard(pool, ids, who)
 
     show(json_out, {"discarded": asyncio.run(_with_pool(settings_for(data_dir), discarding))})

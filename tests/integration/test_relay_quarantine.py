@@ -15,7 +15,7 @@ from eventsourcing.utils import register_topic
 
 from domain.tenant import Tenant
 from gateways.processes import relays_for
-from infra import metrics, relay_quarantine
+from infra import metrics, relay_retry
 from infra.bootstrap import System, build_system, producer_factory
 from infra.messages import WIRE
 from infra.messages.names import TENANT_TOPIC
@@ -68,7 +68,7 @@ async def drain(relay: Relay) -> None:
 
 async def kept(system: System) -> list[dict[str, Any]]:
     async with system.pool.connection() as conn:
-        return await relay_quarantine.listing(conn, resolved=True)
+        return await relay_retry.listing(conn, resolved=True)
 
 
 def by_position(records: list[Any]) -> list[Any]:
@@ -127,8 +127,8 @@ async def test_later_events_of_the_aggregate_wait_and_a_retry_publishes_them_onc
     apps = {app.name: app for app in system.applications}
     producer = await started(settings)
     try:
-        done = await relay_quarantine.retry(system.pool, apps, producer, None, "ops@test")
-        again = await relay_quarantine.retry(system.pool, apps, producer, None, "ops@test")
+        done = await relay_retry.retry(system.pool, apps, producer, None, "ops@test")
+        again = await relay_retry.retry(system.pool, apps, producer, None, "ops@test")
     finally:
         await producer.stop()
         await relay.close()
@@ -167,7 +167,7 @@ async def test_a_retry_or_discard_meanwhile_makes_the_relay_read_its_batch_again
     assert batch.held_on == {str(tenant.id): 2}
 
     [row] = await kept(system)
-    assert await relay_quarantine.discard(system.pool, [row["id"]], "ops@test") == 1
+    assert await relay_retry.discard(system.pool, [row["id"]], "ops@test") == 1
     saved = await relay.positions.advance_keeping(start, notes[-1].id, "identity", batch)
 
     assert saved is None and await relay.positions.load() == start  # nothing saved
