@@ -25,7 +25,7 @@ from harness import Stopwatch, console, report
 from psycopg import AsyncConnection
 
 from infra.db import conninfo, migrate
-from infra.messages import TENANT_TOPIC
+from infra.messages.names import TENANT_TOPIC
 from projections.envelope import Envelope
 from projections.runner import Projection, apply_batch
 from projections.tenants import TENANTS

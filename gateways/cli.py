@@ -13,6 +13,7 @@ from gateways.cli_common import DataDir, JsonOut, refusals, settings_for
 from gateways.ledger_cli import ledger_app
 from gateways.quarantine_cli import quarantine_app
 from gateways.quota_cli import quota_app
+from gateways.relay_cli import relay_quarantine_app
 from infra.observability import setup_logging
 from infra.settings import Settings
 
@@ -21,6 +22,7 @@ relay_app = typer.Typer(help="Run the relay, or republish stored events.")
 projections_app = typer.Typer(help="Read models.", no_args_is_help=True)
 events_app = typer.Typer(help="Inspect topics.", no_args_is_help=True)
 app.add_typer(relay_app, name="relay")
+relay_app.add_typer(relay_quarantine_app, name="quarantine")
 app.add_typer(projections_app, name="projections")
 projections_app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(events_app, name="events")

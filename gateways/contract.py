@@ -14,8 +14,8 @@ from faststream.specification import AsyncAPI
 
 from gateways.api import VERSION, create_app
 from infra import messages
+from infra.messages.wire import CE_SOURCE_PREFIX
 from infra.settings import Settings
-from infra.wire import CE_SOURCE_PREFIX
 
 if TYPE_CHECKING:
     from infra.bootstrap import System

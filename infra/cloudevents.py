@@ -17,7 +17,7 @@ from eventsourcing.persistence import Mapper, Notification
 
 from infra.eventstore import MetadataTranscoder
 from infra.messages import WIRE
-from infra.wire import CE_SOURCE_PREFIX
+from infra.messages.wire import CE_SOURCE_PREFIX
 
 EVENT_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://gpucloud.dev/events")
 

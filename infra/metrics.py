@@ -13,6 +13,12 @@ RELAY_PUBLISHED = Counter(
 )
 RELAY_LAG = Gauge("gpucloud_relay_lag_events", "Stored events not yet published", ["context"])
 RELAY_ERRORS = Counter("gpucloud_relay_errors_total", "Relay publish failures", ["context"])
+RELAY_QUARANTINED = Counter(
+    "gpucloud_relay_quarantined_total",
+    "Stored events the relay could not turn into a message, quarantined "
+    "(alert: `gpucloud relay quarantine`)",
+    ["context"],
+)
 PROJECTION_APPLIED = Counter(
     "gpucloud_projection_applied_total", "Events applied to read models", ["projection"]
 )

@@ -4,6 +4,8 @@ At-least-once: the position is saved only after the broker acknowledged every me
 batch, so a crash republishes at most one batch (consumers dedupe by subject and sequence).
 One relay per application holds a PostgreSQL advisory lock; a second one waits as hot standby.
 Positions are kept per broker epoch: a new (empty) broker starts from the beginning of the log.
+A stored event that cannot become a message is quarantined with the later events of its
+aggregate (``infra/relay_quarantine.py``), and the relay goes on with the rest of the log.
 """
 
 from __future__ import annotations
@@ -20,9 +22,25 @@ from eventsourcing.application import Application
 from psycopg_pool import AsyncConnectionPool
 
 from infra import metrics
+from infra import relay_quarantine as quarantine
 from infra.cloudevents import OutboundMessage, to_message
+from infra.relay_quarantine import Blocked, Sorted, sort_batch
 
 log = logging.getLogger("gpucloud.relay")
+
+
+STATE = (
+    "SELECT (SELECT position FROM relay_positions WHERE relay_name = %(n)s "
+    "AND broker_epoch = %(e)s), (SELECT json_object_agg(subject, first) FROM "
+    "(SELECT subject, min(sequence) AS first FROM relay_quarantine "
+    "WHERE relay_name = %(n)s AND resolved_at IS NULL GROUP BY subject) AS o)"
+)
+ADVANCE = (
+    "INSERT INTO relay_positions (relay_name, broker_epoch, position) "
+    "VALUES (%s, %s, %s) ON CONFLICT (relay_name, broker_epoch) DO UPDATE "
+    "SET position = EXCLUDED.position, updated_at = now() "
+    "WHERE relay_positions.position = %s"
+)
 
 
 class RelayPositions:
@@ -41,17 +59,37 @@ class RelayPositions:
             ).fetchone()
         return int(row[0]) if row else 0
 
+    async def state(self) -> tuple[int, Blocked]:
+        """The position and the subjects held in quarantine, in one round trip."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(STATE, {"n": self.name, "e": self.epoch})
+            row = await cur.fetchone()
+        assert row is not None  # SELECT without FROM: always one row
+        return int(row[0] or 0), {k: int(v) for k, v in (row[1] or {}).items()}
+
     async def advance(self, old: int, new: int) -> bool:
         """Compare-and-set, so a concurrent ``relay republish`` reset is never overwritten."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "INSERT INTO relay_positions (relay_name, broker_epoch, position) "
-                "VALUES (%s, %s, %s) ON CONFLICT (relay_name, broker_epoch) DO UPDATE "
-                "SET position = EXCLUDED.position, updated_at = now() "
-                "WHERE relay_positions.position = %s",
-                (self.name, self.epoch, new, old),
-            )
+            cur = await conn.execute(ADVANCE, (self.name, self.epoch, new, old))
             return cur.rowcount == 1
+
+    async def advance_keeping(
+        self, old: int, new: int, context: str, batch: Sorted
+    ) -> dict[int, int] | None:
+        """Advance and store the batch's kept events in one transaction, under the lock a
+        retry or discard takes. Saves nothing (None: read the batch again) when a republish
+        moved the position, or when a subject held because of earlier rows is no longer
+        held as it was (a retry or discard ran meanwhile). Returns the new poisoned rows'
+        ids by notification id."""
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.execute(quarantine.LOCK, (self.name,))
+            held = batch.held_on
+            if held and await quarantine.open_subjects(cur, self.name, list(held)) != held:
+                return None
+            await cur.execute(ADVANCE, (self.name, self.epoch, new, old))
+            if cur.rowcount != 1:
+                return None
+            return await quarantine.keep(cur, self.name, context, batch.kept)
 
     async def reset(self, position: int) -> None:
         async with self.pool.connection() as conn:
@@ -107,18 +145,39 @@ class Relay:
         self.producer: AIOKafkaProducer | None = None
 
     async def publish_pending(self) -> int:
-        """Publish the next batch after the saved position; returns how many went out."""
-        start = await self.positions.load()
+        """Publish the next batch after the saved position; returns how many were read."""
+        start, blocked = await self.positions.state()
         notes = await asyncio.to_thread(
             self.app.recorder.select_notifications, start + 1, self.batch
         )
         if not notes:
             return 0
-        messages = [to_message(self.app.name, self.app.mapper, n) for n in notes]
-        await self._send_all(messages)
-        if await self.positions.advance(start, notes[-1].id):
-            metrics.RELAY_PUBLISHED.labels(self.app.name).inc(len(notes))
+        # to_message by this module's name: the tests' event contract check wraps it here
+        batch = sort_batch(self.app.name, self.app.mapper, notes, blocked, to_message)
+        await self._send_all(batch.messages)
+        if not batch.kept:
+            if await self.positions.advance(start, notes[-1].id):
+                metrics.RELAY_PUBLISHED.labels(self.app.name).inc(len(notes))
+            return len(notes)
+        saved = await self.positions.advance_keeping(start, notes[-1].id, self.app.name, batch)
+        if saved is not None:
+            metrics.RELAY_PUBLISHED.labels(self.app.name).inc(len(batch.messages))
+            await self._quarantined(batch, saved)
         return len(notes)
+
+    async def _quarantined(self, batch: Sorted, ids: dict[int, int]) -> None:
+        """The alert's counter, a log line, and the dead-letter copies of new poisoned rows."""
+        metrics.RELAY_QUARANTINED.labels(self.app.name).inc(len(ids))
+        for kept in batch.poisoned:
+            if kept.note.id in ids:
+                log.error(
+                    "relay %s quarantined notification %d (%s@%d, quarantine id %d): %s",
+                    self.app.name, kept.note.id, kept.subject, kept.note.originator_version,
+                    ids[kept.note.id], quarantine.printable(kept.error or ""),
+                )  # fmt: skip
+        await quarantine.dead_letter_copies(
+            await self._producer(), self.app.name, batch.poisoned, ids
+        )
 
     async def _send_all(self, messages: list[OutboundMessage]) -> None:
         """Queue the whole batch, then wait for every acknowledgement (or the first failure)."""

@@ -19,16 +19,16 @@ from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from infra.messages import names as n
 from projections.envelope import Envelope, column, columns
 from projections.pagination import InvalidPageRequestError, ListSpec, Page, PageRequest, fetch_page
 from projections.runner import Projection
 
 ALLOCATIONS = Projection(
     name="allocations",
-    topics=("compute.allocation.v1",),
+    topics=(n.ALLOCATION_TOPIC,),
     tables=("allocations", "usage_windows"),
 )
-T = "cloud.gpu.allocation."
 
 ALLOCATION_COLUMNS = (
     "id", "tenant_id", "sku_id", "region", "name", "state", "failure_reason", "node_id",
@@ -88,15 +88,15 @@ def _sequences(envs: Sequence[Envelope]) -> list[int]:
     return [e.sequence for e in envs]
 
 
-@ALLOCATIONS.on(T + "requested.v1")
+@ALLOCATIONS.on(n.ALLOCATION_REQUESTED)
 async def requested(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     fields = ("allocation_id", "tenant_id", "sku_id", "region", "name", "gpus")
     more = ("price_per_gpu_hour", "hold_id", "at", "deadline_seconds")
     await cur.execute(REQUESTED, [*columns(envs, *fields, *more), _sequences(envs)])
 
 
-def _transition(name: str, sets: str, *fields: tuple[str, str]) -> None:
-    """Register the handler of ``allocation.<name>``: ``sets`` assigns from ``e`` (the event:
+def _transition(ce_type: str, sets: str, *fields: tuple[str, str]) -> None:
+    """Register the handler of ``ce_type``: ``sets`` assigns from ``e`` (the event:
     id, version, at and ``fields``, each a payload field and its SQL type) and ``a`` (the row
     before the change)."""
     query = TRANSITION.format(
@@ -111,8 +111,8 @@ def _transition(name: str, sets: str, *fields: tuple[str, str]) -> None:
             query, [column(envs, "allocation_id"), _sequences(envs), column(envs, "at"), *extra]
         )
 
-    apply.__name__ = name
-    ALLOCATIONS.on(f"{T}{name}.v1")(apply)
+    apply.__name__ = ce_type.split(".")[-2]  # e.g. "reserved"
+    ALLOCATIONS.on(ce_type)(apply)
 
 
 def _values(envs: Sequence[Envelope], field: str, kind: str) -> list[Any]:
@@ -121,16 +121,16 @@ def _values(envs: Sequence[Envelope], field: str, kind: str) -> list[Any]:
 
 
 _transition(
-    "reserved",
+    n.ALLOCATION_RESERVED,
     "state = 'reserved', node_id = e.node_id, "
     "gpu_indices = ARRAY(SELECT jsonb_array_elements_text(e.gpu_indices)::int)",
     ("node_id", "uuid"),
     ("gpu_indices", "jsonb"),
 )
-_transition("provisioning_started", "state = 'provisioning'")
-_transition("running", "state = 'running', started_at = e.at")
+_transition(n.ALLOCATION_PROVISIONING_STARTED, "state = 'provisioning'")
+_transition(n.ALLOCATION_RUNNING, "state = 'running', started_at = e.at")
 _transition(
-    "failed",
+    n.ALLOCATION_FAILED,
     "state = 'failed', failure_reason = e.reason, failure_detail = e.detail, "
     "released_at = CASE WHEN a.started_at IS NULL THEN a.released_at ELSE e.at END, "
     + BILLING_STOPS,
@@ -138,19 +138,21 @@ _transition(
     ("detail", "text"),
 )
 _transition(
-    "release_requested",
+    n.ALLOCATION_RELEASE_REQUESTED,
     "state = e.state, release_reason = e.reason, " + BILLING_STOPS,
     ("state", "text"),
     ("reason", "text"),
 )
-_transition("released", "state = 'released', released_at = e.at")
+_transition(n.ALLOCATION_RELEASED, "state = 'released', released_at = e.at")
 _transition(
-    "release_failed", "state = 'release_failed', failure_detail = e.error", ("error", "text")
+    n.ALLOCATION_RELEASE_FAILED,
+    "state = 'release_failed', failure_detail = e.error",
+    ("error", "text"),
 )
-_transition("settled", "settled = true")
+_transition(n.ALLOCATION_SETTLED, "settled = true")
 
 
-@ALLOCATIONS.on(T + "window_billed.v1")
+@ALLOCATIONS.on(n.ALLOCATION_WINDOW_BILLED)
 async def window_billed(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     fields = ("allocation_id", "tenant_id", "start", "end", "seconds", "amount", "taken")
     await cur.execute(BILLED, [*columns(envs, *fields, "posting_key", "at"), _sequences(envs)])

@@ -19,12 +19,13 @@ from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from infra.messages import names as n
 from projections.envelope import Envelope, column
 from projections.pagination import ListSpec, Page, PageRequest, fetch_page
 from projections.runner import Projection
 
-SKUS = Projection(name="skus", topics=("inventory.sku.v1",), tables=("skus",))
-NODES = Projection(name="nodes", topics=("inventory.node.v1",), tables=("nodes", "node_claims"))
+SKUS = Projection(name="skus", topics=(n.SKU_TOPIC,), tables=("skus",))
+NODES = Projection(name="nodes", topics=(n.NODE_TOPIC,), tables=("nodes", "node_claims"))
 
 SKU_COLUMNS = (
     "id", "name", "gpu_model", "gpus", "vcpus", "ram_gib", "disk_gib", "regions",
@@ -45,7 +46,7 @@ def _sequences(envs: Sequence[Envelope]) -> list[int]:
     return [e.sequence for e in envs]
 
 
-@SKUS.on("cloud.gpu.sku.created.v1")
+@SKUS.on(n.SKU_CREATED)
 async def skus_created(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     fields = ("sku_id", "name", "gpu_model", "gpus", "vcpus", "ram_gib", "disk_gib")
     await cur.execute(
@@ -67,7 +68,7 @@ async def skus_created(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     )
 
 
-@SKUS.on("cloud.gpu.sku.price_changed.v1")
+@SKUS.on(n.SKU_PRICE_CHANGED)
 async def skus_repriced(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     await cur.execute(
         "UPDATE skus SET price_per_gpu_hour = e.price, version = e.version FROM ("
@@ -87,17 +88,17 @@ async def _set_active(cur: AsyncCursor[Any], envs: Sequence[Envelope], active: b
     )
 
 
-@SKUS.on("cloud.gpu.sku.activated.v1")
+@SKUS.on(n.SKU_ACTIVATED)
 async def skus_activated(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     await _set_active(cur, envs, True)
 
 
-@SKUS.on("cloud.gpu.sku.deactivated.v1")
+@SKUS.on(n.SKU_DEACTIVATED)
 async def skus_deactivated(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     await _set_active(cur, envs, False)
 
 
-@NODES.on("cloud.gpu.node.registered.v1")
+@NODES.on(n.NODE_REGISTERED)
 async def nodes_registered(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     fields = ("node_id", "region", "gpu_model", "gpu_count", "gpu_count")
     await cur.execute(
@@ -118,7 +119,7 @@ async def nodes_registered(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> N
     )
 
 
-@NODES.on("cloud.gpu.node.state_changed.v1")
+@NODES.on(n.NODE_STATE_CHANGED)
 async def nodes_state_changed(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     await cur.execute(
         "UPDATE nodes SET state = e.state, version = e.version FROM ("
@@ -166,13 +167,13 @@ def _claim_columns(envs: Sequence[Envelope]) -> list[list[Any]]:
     ]
 
 
-@NODES.on("cloud.gpu.node.capacity_claimed.v1")
+@NODES.on(n.NODE_CAPACITY_CLAIMED)
 async def nodes_claimed(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     """A claim already held changes nothing (its row exists)."""
     await cur.execute(CLAIMED, _claim_columns(envs))
 
 
-@NODES.on("cloud.gpu.node.claim_released.v1")
+@NODES.on(n.NODE_CLAIM_RELEASED)
 async def nodes_released(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     """A claim not held (never seen, or released already) gives nothing back."""
     await cur.execute(RELEASED, _claim_columns(envs))

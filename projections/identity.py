@@ -8,19 +8,20 @@ from typing import Any
 from psycopg import AsyncCursor
 from psycopg.types.json import Jsonb
 
+from infra.messages import names as n
 from projections.envelope import Envelope, columns
 from projections.runner import Projection
 
-USERS = Projection(name="users", topics=("identity.user.v1",), tables=("users",))
-API_KEYS = Projection(name="api_keys", topics=("identity.apikey.v1",), tables=("api_keys",))
+USERS = Projection(name="users", topics=(n.USER_TOPIC,), tables=("users",))
+API_KEYS = Projection(name="api_keys", topics=(n.APIKEY_TOPIC,), tables=("api_keys",))
 AUDIT = Projection(
     name="audit",
-    topics=("identity.tenant.v1", "identity.user.v1", "identity.apikey.v1", "ledger.ledger.v1"),
+    topics=(n.TENANT_TOPIC, n.USER_TOPIC, n.APIKEY_TOPIC, n.LEDGER_TOPIC),
     tables=("audit_events",),
 )
 
 
-@USERS.on("cloud.gpu.user.created.v1")
+@USERS.on(n.USER_CREATED)
 async def users_created(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     await cur.execute(
         "INSERT INTO users (id, tenant_id, email, role, created_at) SELECT * FROM "
@@ -35,7 +36,7 @@ KEY_FIELDS = (
 )  # fmt: skip
 
 
-@API_KEYS.on("cloud.gpu.apikey.created.v1")
+@API_KEYS.on(n.APIKEY_CREATED)
 async def keys_created(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     await cur.execute(
         "INSERT INTO api_keys (id, tenant_id, user_id, role, read_only, name, prefix, "
@@ -46,7 +47,7 @@ async def keys_created(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     )
 
 
-@API_KEYS.on("cloud.gpu.apikey.revoked.v1")
+@API_KEYS.on(n.APIKEY_REVOKED)
 async def keys_revoked(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     await cur.execute(
         "UPDATE api_keys SET revoked_at = r.at FROM unnest(%s::uuid[], %s::timestamptz[]) "

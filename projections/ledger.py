@@ -11,20 +11,23 @@ from uuid import UUID
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 
+from infra.messages import names as n
 from projections.envelope import Envelope, columns
 from projections.runner import Projection
 
 LEDGER = Projection(
     name="ledger",
-    topics=("ledger.ledger.v1",),
+    topics=(n.LEDGER_TOPIC,),
     tables=("ledger_balances", "ledger_postings", "ledger_holds", "platform_accounts"),
 )
-T = "cloud.gpu.ledger."
-POSTINGS = ("credited", "debited", "refunded", "adjusted", "hold_placed", "hold_captured")
-RELEASES = ("hold_voided", "hold_expired")
+POSTINGS = (
+    n.LEDGER_CREDITED, n.LEDGER_DEBITED, n.LEDGER_REFUNDED, n.LEDGER_ADJUSTED,
+    n.LEDGER_HOLD_PLACED, n.LEDGER_HOLD_CAPTURED,
+)  # fmt: skip
+RELEASES = (n.LEDGER_HOLD_VOIDED, n.LEDGER_HOLD_EXPIRED)
 
 
-@LEDGER.on(T + "opened.v1")
+@LEDGER.on(n.LEDGER_OPENED)
 async def opened(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     await cur.execute(
         "INSERT INTO ledger_balances (tenant_id, ledger_id, floor, opened_at, updated_at) "
@@ -42,16 +45,16 @@ async def postings(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     await _track_holds(cur, envs)
 
 
-for _name in (*POSTINGS, *RELEASES):
-    LEDGER.on(f"{T}{_name}.v1")(postings)
+for _type in (*POSTINGS, *RELEASES):
+    LEDGER.on(_type)(postings)
 
 
-@LEDGER.on(T + "balance_depleted.v1")
+@LEDGER.on(n.LEDGER_BALANCE_DEPLETED)
 async def depleted(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     await _set_depleted(cur, envs, True)
 
 
-@LEDGER.on(T + "balance_restored.v1")
+@LEDGER.on(n.LEDGER_BALANCE_RESTORED)
 async def restored(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     await _set_depleted(cur, envs, False)
 

@@ -9,13 +9,14 @@ from uuid import UUID
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 
+from infra.messages import names as n
 from projections.envelope import Envelope, columns
 from projections.runner import Projection
 
-TENANTS = Projection(name="tenants", topics=("identity.tenant.v1",), tables=("tenants",))
+TENANTS = Projection(name="tenants", topics=(n.TENANT_TOPIC,), tables=("tenants",))
 
 
-@TENANTS.on("cloud.gpu.tenant.created.v1")
+@TENANTS.on(n.TENANT_CREATED)
 async def tenants_created(cur: AsyncCursor[Any], envs: Sequence[Envelope]) -> None:
     await cur.execute(
         "INSERT INTO tenants (id, name, created_at, version, trace_id) SELECT * FROM "

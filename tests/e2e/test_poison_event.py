@@ -12,7 +12,7 @@ import pytest
 
 from infra import metrics
 from infra.bootstrap import System
-from infra.compute_messages import ALLOCATION_TOPIC
+from infra.messages.names import ALLOCATION_TOPIC
 from infra.settings import Settings
 from tests.e2e.identity_world import bearer, grant_credit, open_tenant
 from tests.e2e.test_allocation_lifecycle import SKU

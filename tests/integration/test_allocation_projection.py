@@ -15,8 +15,8 @@ import pytest
 from psycopg import AsyncConnection
 
 from domain.allocation import Allocation
-from infra.compute_messages import ALLOCATION_TOPIC, COMPUTE_WIRE
 from infra.db import conninfo, migrate
+from infra.messages.compute import ALLOCATION_TOPIC, COMPUTE_WIRE
 from projections.allocations import ALLOCATIONS, get_allocation, list_usage
 from projections.catalog import NODES, placement_candidates
 from projections.envelope import Envelope

@@ -21,7 +21,7 @@ from psycopg import sql
 from gateways.processes import relays_for
 from infra.bootstrap import build_system
 from infra.cloudevents import event_id
-from infra.messages import TENANT_TOPIC
+from infra.messages.names import TENANT_TOPIC
 from infra.settings import Settings
 from tests import containers
 from tests.support import read_topic

@@ -11,14 +11,14 @@ import pytest
 
 from domain.allocation import FAILURE_REASONS, Allocation
 from domain.quota import GpuQuota
-from infra.compute_messages import (
+from infra.messages import BY_CE_TYPE, WIRE
+from infra.messages.compute import (
     ALLOCATION_TOPIC,
     ALLOCATION_WIRE,
     QUOTA_TOPIC,
     QUOTA_WIRE,
     FailureReason,
 )
-from infra.messages import BY_CE_TYPE, WIRE
 
 NOW = datetime(2026, 11, 28, 12, 0, 30, 250_000, tzinfo=UTC)
 

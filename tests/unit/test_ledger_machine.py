@@ -82,7 +82,7 @@ class Request:
     kwargs: tuple[tuple[str, Any], ...] = ()
 
 
-POSTED_TYPES = {n for n in (*POSTINGS, *RELEASES)}
+POSTED_TYPES = {*POSTINGS, *RELEASES}
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -241,7 +241,7 @@ class LedgerMachine(RuleBasedStateMachine):
         """What the ledger projection does with the event's wire payload (cash_delta)."""
         wire = WIRE[type(domain_event)]
         data = json.loads(wire.payload(domain_event).model_dump_json())
-        if wire.ce_type.split(".")[-2] in POSTED_TYPES:
+        if wire.ce_type in POSTED_TYPES:
             envelope = Envelope("t", 0, 0, wire.ce_type, "s", 1, data["tenant_id"], data)
             posted, held = cash_delta(envelope)
             self.read_model[0] += posted

@@ -10,10 +10,10 @@ from pydantic import ConfigDict, Field
 
 from domain.catalog import Node, Sku
 from domain.identity import PLATFORM
-from infra.wire import WireEvent, WireModel, published
+from infra.messages import names as n
+from infra.messages.names import NODE_TOPIC, SKU_TOPIC
+from infra.messages.wire import WireEvent, WireModel, published
 
-SKU_TOPIC = "inventory.sku.v1"
-NODE_TOPIC = "inventory.node.v1"
 MicroDollars = Field(ge=1, description="integer micro-dollars (1e-6 USD) per GPU-hour")
 
 
@@ -92,12 +92,12 @@ def _on(topic: str, ce_type: str, model: type[WireModel], id_field: str) -> Wire
 _sku: Any = Sku
 _node: Any = Node
 CATALOG_WIRE: dict[type[Any], WireEvent] = {
-    _sku.Created: _on(SKU_TOPIC, "sku.created", SkuCreatedV1, "sku_id"),
-    _sku.PriceChanged: _on(SKU_TOPIC, "sku.price_changed", SkuPriceChangedV1, "sku_id"),
-    _sku.Activated: _on(SKU_TOPIC, "sku.activated", SkuActivationV1, "sku_id"),
-    _sku.Deactivated: _on(SKU_TOPIC, "sku.deactivated", SkuActivationV1, "sku_id"),
-    _node.Registered: _on(NODE_TOPIC, "node.registered", NodeRegisteredV1, "node_id"),
-    _node.StateChanged: _on(NODE_TOPIC, "node.state_changed", NodeStateChangedV1, "node_id"),
-    _node.CapacityClaimed: _on(NODE_TOPIC, "node.capacity_claimed", NodeClaimV1, "node_id"),
-    _node.ClaimReleased: _on(NODE_TOPIC, "node.claim_released", NodeClaimV1, "node_id"),
+    _sku.Created: _on(SKU_TOPIC, n.SKU_CREATED, SkuCreatedV1, "sku_id"),
+    _sku.PriceChanged: _on(SKU_TOPIC, n.SKU_PRICE_CHANGED, SkuPriceChangedV1, "sku_id"),
+    _sku.Activated: _on(SKU_TOPIC, n.SKU_ACTIVATED, SkuActivationV1, "sku_id"),
+    _sku.Deactivated: _on(SKU_TOPIC, n.SKU_DEACTIVATED, SkuActivationV1, "sku_id"),
+    _node.Registered: _on(NODE_TOPIC, n.NODE_REGISTERED, NodeRegisteredV1, "node_id"),
+    _node.StateChanged: _on(NODE_TOPIC, n.NODE_STATE_CHANGED, NodeStateChangedV1, "node_id"),
+    _node.CapacityClaimed: _on(NODE_TOPIC, n.NODE_CAPACITY_CLAIMED, NodeClaimV1, "node_id"),
+    _node.ClaimReleased: _on(NODE_TOPIC, n.NODE_CLAIM_RELEASED, NodeClaimV1, "node_id"),
 }

@@ -15,9 +15,10 @@ from pydantic import ConfigDict, Field
 
 from domain import ledger_events as ev
 from domain.ledger import Ledger
-from infra.wire import WireEvent, WireModel, published
+from infra.messages import names as n
+from infra.messages.names import LEDGER_TOPIC
+from infra.messages.wire import WireEvent, WireModel, published
 
-LEDGER_TOPIC = "ledger.ledger.v1"
 Hash = Field(pattern="^[0-9a-f]{64}$")
 Amount = Field(ge=0, le=10**15, description="integer micro-dollars (1e-6 USD)")
 Signed = Field(ge=-(10**15), le=10**15, description="integer micro-dollars, signed")
@@ -78,24 +79,22 @@ class LedgerBalanceV1(Chain):
 
 
 def _on(ce_type: str, model: type[WireModel], time_field: str | None = None) -> WireEvent:
-    return published(
-        f"ledger.{ce_type}", LEDGER_TOPIC, model, "ledger_id", lambda e: e.tenant_id, time_field
-    )
+    return published(ce_type, LEDGER_TOPIC, model, "ledger_id", lambda e: e.tenant_id, time_field)
 
 
 _ledger: Any = Ledger
 LEDGER_WIRE: dict[type[Any], WireEvent] = {
-    _ledger.Opened: _on("opened", LedgerOpenedV1, "at"),
-    ev.Credited: _on("credited", LedgerPostingV1),
-    ev.Debited: _on("debited", LedgerPostingV1),
-    ev.Refunded: _on("refunded", LedgerPostingV1),
-    ev.Adjusted: _on("adjusted", LedgerPostingV1),
-    ev.HoldPlaced: _on("hold_placed", LedgerPostingV1),
-    ev.HoldCaptured: _on("hold_captured", LedgerPostingV1),
-    ev.HoldVoided: _on("hold_voided", LedgerPostingV1),
-    ev.HoldExpired: _on("hold_expired", LedgerPostingV1),
-    ev.DebitShortfall: _on("debit_shortfall", LedgerRefusalV1),
-    ev.PostingRejected: _on("posting_rejected", LedgerRefusalV1),
-    ev.BalanceDepleted: _on("balance_depleted", LedgerBalanceV1),
-    ev.BalanceRestored: _on("balance_restored", LedgerBalanceV1),
+    _ledger.Opened: _on(n.LEDGER_OPENED, LedgerOpenedV1, "at"),
+    ev.Credited: _on(n.LEDGER_CREDITED, LedgerPostingV1),
+    ev.Debited: _on(n.LEDGER_DEBITED, LedgerPostingV1),
+    ev.Refunded: _on(n.LEDGER_REFUNDED, LedgerPostingV1),
+    ev.Adjusted: _on(n.LEDGER_ADJUSTED, LedgerPostingV1),
+    ev.HoldPlaced: _on(n.LEDGER_HOLD_PLACED, LedgerPostingV1),
+    ev.HoldCaptured: _on(n.LEDGER_HOLD_CAPTURED, LedgerPostingV1),
+    ev.HoldVoided: _on(n.LEDGER_HOLD_VOIDED, LedgerPostingV1),
+    ev.HoldExpired: _on(n.LEDGER_HOLD_EXPIRED, LedgerPostingV1),
+    ev.DebitShortfall: _on(n.LEDGER_DEBIT_SHORTFALL, LedgerRefusalV1),
+    ev.PostingRejected: _on(n.LEDGER_POSTING_REJECTED, LedgerRefusalV1),
+    ev.BalanceDepleted: _on(n.LEDGER_BALANCE_DEPLETED, LedgerBalanceV1),
+    ev.BalanceRestored: _on(n.LEDGER_BALANCE_RESTORED, LedgerBalanceV1),
 }

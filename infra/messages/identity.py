@@ -1,8 +1,4 @@
-"""Wire contract: the pydantic model of every event on Kafka, its CloudEvents type and topic.
-
-Domain events stay plain eventsourcing objects; this table says how each one is published.
-FastStream builds ``asyncapi/asyncapi.yaml`` from these models (see gateways/streams.py).
-"""
+"""Wire contract of the identity context: tenants, users and API keys (never a secret)."""
 
 from __future__ import annotations
 
@@ -14,10 +10,9 @@ from pydantic import ConfigDict, Field
 
 from domain.identity import PLATFORM, ApiKey, User
 from domain.tenant import Tenant
-from infra.catalog_messages import CATALOG_WIRE
-from infra.compute_messages import COMPUTE_WIRE
-from infra.ledger_messages import LEDGER_WIRE
-from infra.wire import WireEvent, WireModel, published
+from infra.messages import names as n
+from infra.messages.names import APIKEY_TOPIC, TENANT_TOPIC, USER_TOPIC
+from infra.messages.wire import WireEvent, WireModel, published
 
 
 class TenantCreatedV1(WireModel):
@@ -68,40 +63,21 @@ class ApiKeyRevokedV1(WireModel):
     revoked_at: datetime
 
 
-TENANT_TOPIC = "identity.tenant.v1"
-USER_TOPIC = "identity.user.v1"
-APIKEY_TOPIC = "identity.apikey.v1"
-
 _key: Any = ApiKey
-WIRE: dict[type[Any], WireEvent] = {
+IDENTITY_WIRE: dict[type[Any], WireEvent] = {
     Tenant.Created: published(
-        "tenant.created", TENANT_TOPIC, TenantCreatedV1, "tenant_id",
+        n.TENANT_CREATED, TENANT_TOPIC, TenantCreatedV1, "tenant_id",
         lambda e: e.originator_id, "created_at",
     ),
     User.Created: published(
-        "user.created", USER_TOPIC, UserCreatedV1, "user_id", lambda e: e.tenant_id, "created_at"
+        n.USER_CREATED, USER_TOPIC, UserCreatedV1, "user_id", lambda e: e.tenant_id, "created_at"
     ),
     ApiKey.Created: published(
-        "apikey.created", APIKEY_TOPIC, ApiKeyCreatedV1, "key_id",
+        n.APIKEY_CREATED, APIKEY_TOPIC, ApiKeyCreatedV1, "key_id",
         lambda e: e.tenant_id or PLATFORM, "created_at",
     ),
     _key.Revoked: published(
-        "apikey.revoked", APIKEY_TOPIC, ApiKeyRevokedV1, "key_id",
+        n.APIKEY_REVOKED, APIKEY_TOPIC, ApiKeyRevokedV1, "key_id",
         lambda e: e.tenant_id or PLATFORM, None,
     ),
 }  # fmt: skip
-
-WIRE.update(CATALOG_WIRE)
-WIRE.update(LEDGER_WIRE)
-WIRE.update(COMPUTE_WIRE)
-BY_CE_TYPE: dict[str, WireEvent] = {w.ce_type: w for w in WIRE.values()}
-
-
-def topics() -> list[str]:
-    """Every topic the relay publishes to, each also with its dead-letter twin."""
-    names = sorted({w.kafka_topic for w in WIRE.values()})
-    return names + [f"{n}.dlq" for n in names]
-
-
-def models_on(topic: str) -> list[type[WireModel]]:
-    return [w.model for w in WIRE.values() if w.kafka_topic == topic]

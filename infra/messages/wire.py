@@ -51,7 +51,7 @@ def published(
     tenant_of: Callable[[Any], UUID],
     time_field: str | None = "at",
 ) -> WireEvent:
-    """A domain event published as ``cloud.gpu.<ce_type>.v1`` with a payload built from its
-    attributes (see ``from_attributes``)."""
+    """A domain event published as ``ce_type`` (one of ``infra.messages.names``) with a
+    payload built from its attributes (see ``from_attributes``)."""
     payload = from_attributes(model, id_field, time_field)
-    return WireEvent(f"cloud.gpu.{ce_type}.v1", topic, model, payload, tenant_of)
+    return WireEvent(ce_type, topic, model, payload, tenant_of)

@@ -15,10 +15,10 @@ from pydantic import ConfigDict, Field
 
 from domain.allocation import Allocation
 from domain.quota import GpuQuota
-from infra.wire import WireEvent, WireModel, published
+from infra.messages import names as n
+from infra.messages.names import ALLOCATION_TOPIC, QUOTA_TOPIC
+from infra.messages.wire import WireEvent, WireModel, published
 
-ALLOCATION_TOPIC = "compute.allocation.v1"
-QUOTA_TOPIC = "compute.quota.v1"
 FailureReason = Literal[
     "no_capacity", "provisioning_timeout", "provider_error", "insufficient_funds", "instance_lost"
 ]  # domain.allocation.FAILURE_REASONS (a unit test keeps them equal)
@@ -122,34 +122,31 @@ class GpuQuotaLimitV1(WireModel):
 
 
 def _quota(ce_type: str, model: type[WireModel] = GpuQuotaChangeV1) -> WireEvent:
-    return published(f"quota.{ce_type}", QUOTA_TOPIC, model, "quota_id", lambda e: e.tenant_id)
+    return published(ce_type, QUOTA_TOPIC, model, "quota_id", lambda e: e.tenant_id)
 
 
 def _on(ce_type: str, model: type[WireModel]) -> WireEvent:
-    return published(
-        f"allocation.{ce_type}", ALLOCATION_TOPIC, model, "allocation_id",
-        lambda e: e.tenant_id, None,
-    )  # fmt: skip
+    return published(ce_type, ALLOCATION_TOPIC, model, "allocation_id", lambda e: e.tenant_id, None)
 
 
 _allocation: Any = Allocation
 _quota_class: Any = GpuQuota
 ALLOCATION_WIRE: dict[type[Any], WireEvent] = {
-    _allocation.Requested: _on("requested", AllocationRequestedV1),
-    _allocation.Reserved: _on("reserved", AllocationReservedV1),
-    _allocation.ProvisioningStarted: _on("provisioning_started", AllocationStepV1),
-    _allocation.Running: _on("running", AllocationStepV1),
-    _allocation.Failed: _on("failed", AllocationFailedV1),
-    _allocation.ReleaseRequested: _on("release_requested", AllocationReleaseRequestedV1),
-    _allocation.Released: _on("released", AllocationStepV1),
-    _allocation.ReleaseFailed: _on("release_failed", AllocationReleaseFailedV1),
-    _allocation.WindowBilled: _on("window_billed", AllocationWindowBilledV1),
-    _allocation.Settled: _on("settled", AllocationStepV1),
+    _allocation.Requested: _on(n.ALLOCATION_REQUESTED, AllocationRequestedV1),
+    _allocation.Reserved: _on(n.ALLOCATION_RESERVED, AllocationReservedV1),
+    _allocation.ProvisioningStarted: _on(n.ALLOCATION_PROVISIONING_STARTED, AllocationStepV1),
+    _allocation.Running: _on(n.ALLOCATION_RUNNING, AllocationStepV1),
+    _allocation.Failed: _on(n.ALLOCATION_FAILED, AllocationFailedV1),
+    _allocation.ReleaseRequested: _on(n.ALLOCATION_RELEASE_REQUESTED, AllocationReleaseRequestedV1),
+    _allocation.Released: _on(n.ALLOCATION_RELEASED, AllocationStepV1),
+    _allocation.ReleaseFailed: _on(n.ALLOCATION_RELEASE_FAILED, AllocationReleaseFailedV1),
+    _allocation.WindowBilled: _on(n.ALLOCATION_WINDOW_BILLED, AllocationWindowBilledV1),
+    _allocation.Settled: _on(n.ALLOCATION_SETTLED, AllocationStepV1),
 }
 QUOTA_WIRE: dict[type[Any], WireEvent] = {
-    _quota_class.Opened: _quota("opened"),
-    _quota_class.Reserved: _quota("reserved"),
-    _quota_class.Freed: _quota("freed"),
-    _quota_class.LimitSet: _quota("limit_set", GpuQuotaLimitV1),
+    _quota_class.Opened: _quota(n.QUOTA_OPENED),
+    _quota_class.Reserved: _quota(n.QUOTA_RESERVED),
+    _quota_class.Freed: _quota(n.QUOTA_FREED),
+    _quota_class.LimitSet: _quota(n.QUOTA_LIMIT_SET, GpuQuotaLimitV1),
 }
 COMPUTE_WIRE = {**ALLOCATION_WIRE, **QUOTA_WIRE}
