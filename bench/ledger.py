@@ -32,7 +32,7 @@ from domain.ledger import Ledger
 from domain.ledger_hash import REVENUE, cash_account, ledger_id_of
 from domain.ledger_terms import Receipt
 from domain.ledger_verify import LedgerStream, verify
-from gateways.audit import verify_all
+from gateways.cli.audit import verify_all
 from handlers.ledgers import Ledgers
 from infra.db import conninfo, migrate
 from infra.eventstore import open_app

@@ -1,4 +1,4 @@
-"""Domain errors. Each maps to one stable problem type at the edge (see gateways/problems.py)."""
+"""Domain errors. Each maps to one stable problem type at the edge (gateways/http/problems.py)."""
 
 
 class DomainError(Exception):

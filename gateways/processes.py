@@ -11,7 +11,7 @@ from functools import partial
 import uvicorn
 from prometheus_client import start_http_server
 
-from gateways.api import create_app
+from gateways.http.app import create_app
 from gateways.projector import PROJECTIONS, build_projector
 from handlers.reconciler import Reconciler
 from infra import messages

@@ -17,7 +17,7 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gateways import processes
-from gateways.api import create_app
+from gateways.http.app import create_app
 from infra.bootstrap import build_system
 from infra.embedded import free_port
 from infra.settings import Settings

@@ -15,7 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # a plain script: make the project importable from anywhere
 
-from gateways.contract import asyncapi_document, openapi_document  # noqa: E402
+from gateways.http.contract import asyncapi_document, openapi_document  # noqa: E402
 
 OPENAPI = ROOT / "openapi" / "openapi.yaml"
 ASYNCAPI = ROOT / "asyncapi" / "asyncapi.yaml"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateways.contract import asyncapi_document
+from gateways.http.contract import asyncapi_document
 from tests.contract.rules import ROOT, load, money_violations
 
 REGENERATE = "run `.venv/bin/python tools/export_contracts.py` and commit the result"

@@ -6,7 +6,7 @@ import pytest
 from openapi_spec_validator import validate
 from pydantic import BaseModel
 
-from gateways.contract import openapi_document
+from gateways.http.contract import openapi_document
 from tests.contract.rules import load, money_violations
 
 REGENERATE = "run `.venv/bin/python tools/export_contracts.py` and commit the result"

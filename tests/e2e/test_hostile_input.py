@@ -15,8 +15,8 @@ import httpx
 import psycopg
 import pytest
 
-from gateways.identity_lists import USERS
-from gateways.ledger_api import POSTINGS
+from gateways.http.identity_lists import USERS
+from gateways.http.ledger import POSTINGS
 from infra.bootstrap import System
 from infra.settings import Settings
 from projections.allocations import ALLOCATION_LIST

@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from gateways import opstools
+from gateways.cli import ops as opstools
 from infra.bootstrap import build_system
 from infra.gpus import discover
 from infra.settings import Settings

@@ -9,9 +9,9 @@ import pytest
 import typer
 from pydantic import ValidationError
 
-from gateways import catalog_cli
-from gateways.catalog_cli import Driver, node_gpus, parse_labels
-from gateways.catalog_models import ChangePrice, CreateSku, NodeQuery, RegisterNode, SkuQuery
+from gateways.cli import catalog as catalog_cli
+from gateways.cli.catalog import Driver, node_gpus, parse_labels
+from gateways.http.models.catalog import ChangePrice, CreateSku, NodeQuery, RegisterNode, SkuQuery
 from infra.gpus import Discovery, GpuInfo
 
 SKU: dict[str, Any] = {

@@ -16,8 +16,8 @@ from eventsourcing.persistence import (
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gateways.consistency import make_token, parse_token
-from gateways.problems import ProblemError
+from gateways.http.consistency import make_token, parse_token
+from gateways.http.problems import ProblemError
 from handlers.identity import Identity
 from infra.cloudevents import event_id, to_message
 from infra.eventstore import META_KEY, MetadataTranscoder, event_metadata

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Union, cast
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
-from gateways.api import VERSION, create_app
+from gateways.http.app import VERSION, create_app
 from infra import messages
 from infra.messages.wire import CE_SOURCE_PREFIX
 from infra.settings import Settings

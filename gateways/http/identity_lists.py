@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from domain.identity import Principal
-from gateways import consistency
-from gateways.auth import AUDIT, OWNER, system_of
-from gateways.identity_api import PositionToken
+from gateways.http import consistency
+from gateways.http.auth import AUDIT, OWNER, system_of
+from gateways.http.identity import PositionToken
 from projections.pagination import DEFAULT_LIMIT, MAX_LIMIT, ListSpec, PageRequest, fetch_page
 
 router = APIRouter(prefix="/v1")

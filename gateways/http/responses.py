@@ -23,10 +23,10 @@ from fastapi.dependencies.utils import get_flat_params
 from fastapi.routing import APIRoute
 
 from domain.errors import IdempotencyKeyReusedError, NotFoundError
-from gateways import consistency, problems
-from gateways.auth import Guard
-from gateways.commands import COMMAND_TIMEOUT
-from gateways.edge import (
+from gateways.http import consistency, problems
+from gateways.http.auth import Guard
+from gateways.http.dispatch import COMMAND_TIMEOUT
+from gateways.http.edge import (
     BODY_TOO_LARGE,
     MALFORMED_HEADER,
     MALFORMED_QUERY,

@@ -20,8 +20,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from domain.errors import NotFoundError
 from domain.identity import OPS, ROLES, AuthenticationFailedError, Principal
-from gateways.commands import blocking
-from gateways.problems import ProblemError
+from gateways.http.dispatch import blocking
+from gateways.http.problems import ProblemError
 from infra.bootstrap import System
 from infra.ratelimit import FailureThrottle
 

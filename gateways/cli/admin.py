@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uuid import uuid4
 
-from gateways.output import show
+from gateways.cli.output import show
 from infra.bootstrap import build_system
 from infra.eventstore import event_metadata
 from infra.settings import Settings

@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
-from gateways import admin, opstools, processes
-from gateways.catalog_cli import node_app, sku_app
-from gateways.cli_common import DataDir, JsonOut, refusals, settings_for
-from gateways.ledger_cli import ledger_app
-from gateways.quarantine_cli import quarantine_app
-from gateways.quota_cli import quota_app
-from gateways.relay_cli import relay_quarantine_app
+from gateways import processes
+from gateways.cli import admin, ops
+from gateways.cli.catalog import node_app, sku_app
+from gateways.cli.common import DataDir, JsonOut, refusals, settings_for
+from gateways.cli.ledger import ledger_app
+from gateways.cli.quarantine import quarantine_app
+from gateways.cli.quota import quota_app
+from gateways.cli.relay import relay_quarantine_app
 from infra.observability import setup_logging
 from infra.settings import Settings
 
@@ -72,7 +73,7 @@ def republish(
     json_out: JsonOut = False,
 ) -> None:
     """Publish the event log again from notification id N (consumers dedupe)."""
-    asyncio.run(opstools.republish(settings_for(data_dir, "cli"), start, json_out))
+    asyncio.run(ops.republish(settings_for(data_dir, "cli"), start, json_out))
 
 
 @app.command()
@@ -90,7 +91,7 @@ def worker(data_dir: DataDir = None) -> None:
 @projections_app.command("rebuild")
 def rebuild(name: str, data_dir: DataDir = None, json_out: JsonOut = False) -> None:
     """Empty read model NAME and replay it from the event store."""
-    asyncio.run(opstools.rebuild(settings_for(data_dir, "cli"), name, json_out))
+    asyncio.run(ops.rebuild(settings_for(data_dir, "cli"), name, json_out))
 
 
 @events_app.command("tail")
@@ -104,7 +105,7 @@ def tail(
 ) -> None:
     """Print the messages of TOPIC from the beginning."""
     s = settings_for(data_dir, "cli")
-    asyncio.run(opstools.tail(s, topic, limit, None if follow else idle, json_out))
+    asyncio.run(ops.tail(s, topic, limit, None if follow else idle, json_out))
 
 
 @admin_tenant_app.command("create")

@@ -14,11 +14,11 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 
 from domain.errors import NotFoundError, ValidationFailedError
 from domain.identity import EMAIL_PATTERN, KeyGrant, Principal, User
-from gateways import consistency
-from gateways.auth import ANY_ROLE, OPS_ONLY, OWNER, system_of, tenant_scope
-from gateways.commands import blocking, dispatch
-from gateways.responses import raises
-from gateways.text import VISIBLE_ASCII, text
+from gateways.http import consistency
+from gateways.http.auth import ANY_ROLE, OPS_ONLY, OWNER, system_of, tenant_scope
+from gateways.http.dispatch import blocking, dispatch
+from gateways.http.responses import raises
+from gateways.http.text import VISIBLE_ASCII, text
 from infra import metrics
 from projections.identity import API_KEYS, USERS
 from projections.tenants import TENANTS, get_tenant

@@ -18,7 +18,7 @@ from uuid import UUID
 from rich.progress import Progress
 
 from domain.ledger_verify import LedgerSummary, Report, report_of, verify_stream
-from gateways.cli_common import err
+from gateways.cli.common import err
 from handlers.ledgers import Ledgers, streams_of
 from infra.eventstore import postgres_env
 from infra.settings import Settings

@@ -22,8 +22,12 @@ from domain.identity import Principal
 from domain.ledger_terms import InsufficientFundsError
 from domain.quota import GpuQuota, QuotaExceededError, standing
 from domain.tenant import Tenant
-from gateways import consistency
-from gateways.allocation_models import (
+from gateways.http import consistency
+from gateways.http.auth import ANY_ROLE, OPS_ONLY, Guard, own_tenant, readable_tenant, system_of
+from gateways.http.consistency import read_model
+from gateways.http.dispatch import blocking, dispatch
+from gateways.http.identity import PositionToken, RequiredIdempotencyKey
+from gateways.http.models.allocations import (
     AllocationOut,
     AllocationPage,
     AllocationQuery,
@@ -36,11 +40,7 @@ from gateways.allocation_models import (
     UsageQuery,
     UsageWindowOut,
 )
-from gateways.auth import ANY_ROLE, OPS_ONLY, Guard, own_tenant, readable_tenant, system_of
-from gateways.commands import blocking, dispatch
-from gateways.consistency import read_model
-from gateways.identity_api import PositionToken, RequiredIdempotencyKey
-from gateways.responses import raises
+from gateways.http.responses import raises
 from infra import metrics
 from projections import allocations as read
 

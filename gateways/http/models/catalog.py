@@ -26,7 +26,7 @@ from domain.catalog import (
     MAX_PRICE,
     MAX_SKU_GPUS,
 )
-from gateways.text import text
+from gateways.http.text import text
 from projections.pagination import DEFAULT_LIMIT, MAX_CURSOR_CHARS, MAX_LIMIT, PageRequest
 
 REGION = r"^[a-z]{2,}(-[a-z]+)+-[0-9]{1,2}$"

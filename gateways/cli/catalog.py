@@ -13,8 +13,8 @@ from uuid import uuid4
 import typer
 
 from domain.catalog import DEFAULT_PROVISION_DEADLINE
-from gateways.cli_common import DataDir, JsonOut, err, fail, refusals, settings_for
-from gateways.output import show
+from gateways.cli.common import DataDir, JsonOut, err, fail, refusals, settings_for
+from gateways.cli.output import show
 from handlers.identity import Written
 from handlers.inventory import Inventory
 from infra import gpus

@@ -12,17 +12,17 @@ from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 from pydantic import BaseModel
 
-from gateways import (
-    allocation_api,
-    catalog_api,
-    identity_api,
+from gateways.http import (
+    allocations,
+    catalog,
+    identity,
     identity_lists,
-    ledger_api,
+    ledger,
     problems,
     responses,
 )
-from gateways.auth import document_roles
-from gateways.edge import EdgeMiddleware
+from gateways.http.auth import document_roles
+from gateways.http.edge import EdgeMiddleware
 from infra.bootstrap import System
 from infra.ratelimit import FailureThrottle, PostgresRateLimiter
 
@@ -71,11 +71,11 @@ def create_app(system: System) -> FastAPI:
     )
     app.state.system = system
     problems.install(app)
-    app.include_router(identity_api.router)
+    app.include_router(identity.router)
     app.include_router(identity_lists.router)
-    app.include_router(ledger_api.router)
-    app.include_router(catalog_api.router)
-    app.include_router(allocation_api.router)
+    app.include_router(ledger.router)
+    app.include_router(catalog.router)
+    app.include_router(allocations.router)
     app.add_api_route(
         "/healthz", healthz, methods=["GET"], tags=["ops"], operation_id="healthz",
         response_model=Health,

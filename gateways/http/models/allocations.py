@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field, StrictInt
 
 from domain.allocation import ACTIONS
 from domain.quota import MAX_LIMIT as MAX_QUOTA
-from gateways.catalog_models import ListQuery, Region, Strict
-from gateways.text import text
+from gateways.http.models.catalog import ListQuery, Region, Strict
+from gateways.http.text import text
 
 
 class RequestAllocation(Strict):

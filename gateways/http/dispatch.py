@@ -8,7 +8,7 @@ from typing import TypeVar
 from anyio import CapacityLimiter, fail_after, to_thread
 from opentelemetry import propagate
 
-from gateways.problems import ProblemError
+from gateways.http.problems import ProblemError
 from infra.eventstore import event_metadata
 from infra.observability import correlation_id
 

@@ -15,9 +15,9 @@ import typer
 
 from domain.ledger_hash import ledger_id_of
 from domain.ledger_verify import LedgerStream, Report
-from gateways import audit
-from gateways.cli_common import DataDir, JsonOut, fail, settings_for
-from gateways.output import show
+from gateways.cli import audit
+from gateways.cli.common import DataDir, JsonOut, fail, settings_for
+from gateways.cli.output import show
 from infra.bootstrap import build_system
 
 ledger_app = typer.Typer(help="Audit the ledger from the event store.", no_args_is_help=True)

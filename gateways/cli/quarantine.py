@@ -16,8 +16,8 @@ import typer
 from psycopg import AsyncConnection
 from rich.table import Table
 
-from gateways.cli_common import DataDir, JsonOut, fail, settings_for
-from gateways.output import console, show
+from gateways.cli.common import DataDir, JsonOut, fail, settings_for
+from gateways.cli.output import console, show
 from gateways.projector import PROJECTIONS
 from infra.db import async_pool, migrate
 from infra.settings import Settings

@@ -17,8 +17,8 @@ from uuid import UUID
 from fastapi import Request, Response
 from psycopg import AsyncConnection
 
-from gateways.auth import system_of
-from gateways.problems import ProblemError
+from gateways.http.auth import system_of
+from gateways.http.problems import ProblemError
 from projections.runner import reached
 
 HEADER = "X-Position-Token"

@@ -10,8 +10,8 @@ import typer
 
 from domain.quota import MAX_LIMIT, GpuQuota, standing
 from domain.tenant import Tenant
-from gateways.cli_common import DataDir, JsonOut, refusals, settings_for
-from gateways.output import show
+from gateways.cli.common import DataDir, JsonOut, refusals, settings_for
+from gateways.cli.output import show
 from infra.bootstrap import build_system
 from infra.eventstore import event_metadata
 

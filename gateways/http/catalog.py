@@ -1,5 +1,5 @@
 """HTTP routes of the catalog: SKUs (ops write, anyone reads, with live availability), nodes
-(ops only). Allocations are in gateways/allocation_api.py.
+(ops only). Allocations are in gateways/http/allocations.py.
 
 Setting a price, a SKU's activation or a node's state are idempotent by value (the same value
 again writes nothing), so only the creating routes take an ``Idempotency-Key``.
@@ -17,9 +17,11 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from domain.errors import NotFoundError, ValidationFailedError
 from domain.identity import Principal
-from gateways import consistency
-from gateways.auth import ANY_ROLE, OPS_ONLY, system_of
-from gateways.catalog_models import (
+from gateways.http import consistency
+from gateways.http.auth import ANY_ROLE, OPS_ONLY, system_of
+from gateways.http.dispatch import blocking, dispatch
+from gateways.http.identity import IdempotencyKey, PositionToken
+from gateways.http.models.catalog import (
     ChangePrice,
     CreateSku,
     NodeOut,
@@ -33,9 +35,7 @@ from gateways.catalog_models import (
     SkuQuery,
     SkuView,
 )
-from gateways.commands import blocking, dispatch
-from gateways.identity_api import IdempotencyKey, PositionToken
-from gateways.responses import raises
+from gateways.http.responses import raises
 from handlers.identity import Written
 from infra import metrics
 from projections import catalog

@@ -16,8 +16,8 @@ import typer
 from psycopg_pool import AsyncConnectionPool
 from rich.table import Table
 
-from gateways.cli_common import DataDir, JsonOut, settings_for
-from gateways.output import console, show
+from gateways.cli.common import DataDir, JsonOut, settings_for
+from gateways.cli.output import console, show
 from infra import relay_retry
 from infra.bootstrap import build_system, producer_factory
 from infra.db import async_pool, migrate

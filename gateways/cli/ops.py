@@ -11,10 +11,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.progress import Progress
 
-from gateways.cli_common import err, fail
-from gateways.output import show
+from gateways.cli.common import err, fail
+from gateways.cli.output import show
+from gateways.cli.quarantine import projection_named
 from gateways.processes import relays_for
-from gateways.quarantine_cli import projection_named
 from infra.bootstrap import build_system
 from infra.cloudevents import to_message
 from infra.relay import AdvisoryLock

@@ -17,14 +17,14 @@ from domain.identity import Principal
 from domain.ledger_hash import ledger_id_of
 from domain.ledger_terms import InsufficientFundsError, Receipt
 from domain.tenant import Tenant
-from gateways import consistency
-from gateways.auth import OPS_ONLY, Guard, system_of, tenant_scope
-from gateways.commands import blocking, dispatch
-from gateways.identity_api import Instant, PositionToken, RequiredIdempotencyKey
-from gateways.identity_lists import Cursor, Direction, Limit
-from gateways.problems import ProblemError
-from gateways.responses import raises
-from gateways.text import text
+from gateways.http import consistency
+from gateways.http.auth import OPS_ONLY, Guard, system_of, tenant_scope
+from gateways.http.dispatch import blocking, dispatch
+from gateways.http.identity import Instant, PositionToken, RequiredIdempotencyKey
+from gateways.http.identity_lists import Cursor, Direction, Limit
+from gateways.http.problems import ProblemError
+from gateways.http.responses import raises
+from gateways.http.text import text
 from projections import ledger as read
 from projections.pagination import DEFAULT_LIMIT, ListSpec, PageRequest, fetch_page
 

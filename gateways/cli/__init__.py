@@ -1,0 +1,1 @@
+"""The ``gpucloud`` command line: process roles, ops tools, catalog, ledger, quota, quarantine."""
