@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from uuid import NAMESPACE_URL, UUID, uuid5
-
-import orjson
 
 LEDGER_NAMESPACE = uuid5(NAMESPACE_URL, "https://gpucloud.dev/ledger")
 ZERO_HASH = "0" * 64
@@ -53,7 +51,9 @@ def hold_id_of(ledger_id: UUID, key: str) -> str:
     return str(uuid5(ledger_id, f"hold:{key}"))
 
 
-def _plain(value: object) -> str:
+def canonical_default(value: object) -> str:
+    """How the canonical form writes what JSON has no type for: aware datetimes as ISO 8601,
+    UUIDs as hyphenated text; anything else has no canonical encoding."""
     if isinstance(value, datetime) and value.utcoffset() is not None:
         return value.isoformat()
     if isinstance(value, UUID):
@@ -62,30 +62,28 @@ def _plain(value: object) -> str:
 
 
 _ENCODER = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=_plain
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=True,
+    allow_nan=False,
+    default=canonical_default,
 )
-# orjson writes the canonical bytes ~4x faster than the standard library (the auditor hashes
-# every event): keys sorted, no whitespace, datetimes through ``_plain``, UUIDs as hyphenated
-# text as ``_plain`` gives them. Where its bytes could differ (non-ASCII text, which it
-# writes as UTF-8; DEL, which it leaves raw; a null, which may be a NaN it wrote as null where the
-# canonical form refuses it; integers beyond 64 bits, non-string keys, types it does not know,
-# which it refuses) the standard library encodes instead. Finite floats, which the two format
-# differently, never occur in a ledger event: amounts are checked integers.
-_ORJSON_OPTIONS = (
-    orjson.OPT_SORT_KEYS
-    | orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
+FastEncoder = Callable[[Mapping[str, object]], bytes | None]
+"""A faster writer of the very same bytes, or None where it cannot vouch for them."""
+_fast: FastEncoder | None = None
+
+
+def use_fast_encoder(encode: FastEncoder | None) -> None:
+    """Install (or, with None, remove) a faster writer of the canonical bytes. The domain
+    imports no JSON library but the standard one; infra installs orjson's (infra/canonical.py),
+    which the auditor's hashing needs (~4x)."""
+    global _fast
+    _fast = encode
 
 
 def canonical_bytes(document: Mapping[str, object]) -> bytes:
     """``document`` encoded as the module docstring says."""
-    try:
-        fast = orjson.dumps(document, default=_plain, option=_ORJSON_OPTIONS)
-    except TypeError:  # orjson.JSONEncodeError included
-        fast = b""
-    if fast and fast.isascii() and b"\x7f" not in fast and b"null" not in fast:
+    if _fast is not None and (fast := _fast(document)) is not None:
         return fast
     return _ENCODER.encode(document).encode()
 

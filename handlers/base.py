@@ -7,11 +7,10 @@ import contextlib
 import copy
 import hashlib
 import json
-import random
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
@@ -25,11 +24,11 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from domain.errors import IdempotencyKeyReusedError, NotFoundError
+from handlers.ports import StoreReads
+from handlers.retry import ATTEMPTS, retry_on_conflict
 
 KEY_NAMESPACE = uuid5(NAMESPACE_URL, "https://gpucloud.dev/idempotency")
-UPDATE_ATTEMPTS = 5
 MAX_EVENTS_PER_SAVE = 2000  # one save of ~8,000 events hung in psycopg's pipeline (bench)
-BACKOFF_SECONDS = 0.002  # times the attempt number, jittered
 
 A = TypeVar("A", bound=Aggregate)
 R = TypeVar("R")
@@ -66,6 +65,28 @@ class TooManyEventsError(ValueError):
     """A save larger than the store can take in one transaction: split the batch."""
 
 
+class OneByOne:
+    """``StoreReads`` through the library's recorder API alone: a query per aggregate, on any
+    store (the in-memory one included). infra gives PostgreSQL applications the batched
+    reads (infra/store_reads.py)."""
+
+    def events_after(self, recorder: Any, starts: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
+        return [e for i, v in starts for e in recorder.select_events(i, gt=v or None)]
+
+    def latest_snapshots(self, recorder: Any, ids: Sequence[UUID]) -> list[StoredEvent]:
+        return [s for i in ids for s in recorder.select_events(i, desc=True, limit=1)]
+
+    def drop_older_snapshots(self, recorder: Any, latest: Sequence[tuple[UUID, int]]) -> None:
+        """In memory nothing grows on disk: snapshots stay."""
+
+    def stream_rows(self, recorder: Any, ids: Sequence[UUID]) -> list[tuple[Any, ...]]:
+        return [
+            (n, e.originator_version, e.topic, e.state)
+            for n, i in enumerate(ids, start=1)
+            for e in recorder.select_events(i)
+        ]
+
+
 class ContextApplication(Application[UUID]):
     """An eventsourcing Application with the loads and retries every context needs.
 
@@ -75,6 +96,8 @@ class ContextApplication(Application[UUID]):
     of replaying from the latest snapshot on every pass. What is kept is a private copy,
     never handed out; the library's own cache fast-forwards its entries in place.
     """
+
+    reads: StoreReads = OneByOne()  # infra sets the batched PostgreSQL reads (open_app)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -130,13 +153,9 @@ class ContextApplication(Application[UUID]):
     def update(
         self, kind: type[A], aggregate_id: UUID, change: Callable[[A], R], attempts: int = 0
     ) -> tuple[A, R]:
-        """Load, change, save; on a lost race reload and decide again (bounded)."""
-        for attempt in range(1, attempts or UPDATE_ATTEMPTS):
-            try:
-                return self._update_once(kind, aggregate_id, change)
-            except IntegrityError:
-                time.sleep(random.uniform(0, BACKOFF_SECONDS * attempt))
-        return self._update_once(kind, aggregate_id, change)
+        """Load, change, save; on a lost race reload and decide again (handlers/retry.py)."""
+        once = partial(self._update_once, kind, aggregate_id, change)
+        return retry_on_conflict(once, attempts=attempts or ATTEMPTS)
 
     def _update_once(
         self, kind: type[A], aggregate_id: UUID, change: Callable[[A], R]
@@ -161,14 +180,8 @@ class ContextApplication(Application[UUID]):
         missing = [i for i in ids if i not in found]
         start = self._latest_snapshots(missing) if missing else {}
         found.update({i: s.mutate(None) for i, s in start.items()})
-        after = [found[i].version if i in found else 0 for i in ids]
-        statement = (  # LATERAL: one index range scan per id, never a scan of the table
-            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            "FROM unnest(%s::uuid[], %s::bigint[]) AS c(id, v) CROSS JOIN LATERAL ("
-            f"SELECT * FROM {table_of(self.recorder)} t WHERE t.originator_id = c.id "
-            "AND t.originator_version > c.v ORDER BY t.originator_version) AS e"
-        )
-        for stored in self._select(self.recorder, statement, [ids, after]):
+        after = [(i, found[i].version if i in found else 0) for i in ids]
+        for stored in self.reads.events_after(self.recorder, after):
             event: Any = self.mapper.to_domain_event(stored)
             found[event.originator_id] = event.mutate(found.get(event.originator_id))
         return {i: a for i, a in found.items() if isinstance(a, kind)}
@@ -176,28 +189,9 @@ class ContextApplication(Application[UUID]):
     def _latest_snapshots(self, ids: list[UUID]) -> dict[UUID, Any]:
         if self.snapshots is None:
             return {}
-        recorder = self.snapshots.recorder
-        statement = (
-            "SELECT s.originator_id, s.originator_version, s.topic, s.state "
-            "FROM unnest(%s::uuid[]) AS c(id) CROSS JOIN LATERAL ("
-            f"SELECT * FROM {table_of(recorder)} t WHERE t.originator_id = c.id "
-            "ORDER BY t.originator_version DESC LIMIT 1) AS s"
-        )
-        snapshots = (
-            self.mapper.to_domain_event(s) for s in self._select(recorder, statement, [ids])
-        )
+        stored = self.reads.latest_snapshots(self.snapshots.recorder, ids)
+        snapshots = (self.mapper.to_domain_event(s) for s in stored)
         return {s.originator_id: s for s in snapshots}
-
-    @staticmethod
-    def _select(recorder: Any, statement: str, params: list[Any]) -> list[StoredEvent]:
-        with recorder.datastore.get_connection() as conn, conn.cursor() as cur:
-            cur.execute(statement, params, binary=True)  # bytea as is, not hex text
-            return [
-                StoredEvent(
-                    r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"])
-                )
-                for r in cur.fetchall()
-            ]
 
     def take_snapshots(self, saved: Sequence[tuple[Aggregate, int]]) -> None:
         """Snapshot each aggregate whose last ``events`` saved (``(aggregate, events)``)
@@ -222,16 +216,9 @@ class ContextApplication(Application[UUID]):
         """Only an aggregate's latest snapshot is ever read (a load starts there; the auditor
         reads events, never snapshots): drop the older ones, or the table would grow by a row
         per interval per aggregate for ever (100k allocations: 14M rows a day)."""
-        recorder: Any = self.snapshots.recorder if self.snapshots else None
-        if not hasattr(recorder, "datastore"):  # in memory (unit tests): nothing grows on disk
-            return
-        statement = (
-            f"DELETE FROM {table_of(recorder)} t USING unnest(%s::uuid[], %s::bigint[]) AS "
-            "c(id, v) WHERE t.originator_id = c.id AND t.originator_version < c.v"
-        )
-        ids, versions = [s.originator_id for s in taken], [s.originator_version for s in taken]
-        with recorder.datastore.get_connection() as conn:
-            conn.execute(statement, [ids, versions])
+        if self.snapshots is not None:
+            latest = [(s.originator_id, s.originator_version) for s in taken]
+            self.reads.drop_older_snapshots(self.snapshots.recorder, latest)
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
         """Application.save's snapshots, taken as ``take_snapshots`` takes them."""
@@ -250,8 +237,3 @@ class ContextApplication(Application[UUID]):
         except IntegrityError:  # the same key, saved by a concurrent request
             return same_request(self.get(type(aggregate), aggregate.id), digest)
         return Written(aggregate.id, aggregate.version, created=True)
-
-
-def table_of(recorder: Any) -> str:
-    """A recorder's table, schema-qualified and quoted (names eventsourcing made: no quotes)."""
-    return f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'

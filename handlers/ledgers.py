@@ -31,9 +31,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import random
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -48,12 +46,10 @@ from domain.ledger import Ledger
 from domain.ledger_hash import ledger_id_of
 from domain.ledger_terms import Balances, Hold, Receipt, Rejection, client_key
 from domain.ledger_verify import LedgerStream, StoredLedgerEvent
-from handlers.base import ContextApplication, Written, table_of
+from handlers.base import ContextApplication, Written
+from handlers.retry import retry_on_conflict
 
 SNAPSHOT_EVERY = 100
-ATTEMPTS = 100  # in tests, 100 writers in 20 processes lost up to 37 races each
-BACKOFF_SECONDS = 0.001  # doubled per lost race up to BACKOFF_CAP, jittered
-BACKOFF_CAP = 0.05
 LOCK_STRIPES = 64
 OPENED_TOPIC = "gpucloud.ledger.Ledger.Opened"
 R = TypeVar("R")
@@ -199,17 +195,7 @@ class Ledgers(ContextApplication):
         """The query behind ``streams``: (position in ``ledger_ids`` from 1, version, topic,
         state bytes) rows, ledger by ledger in version order. Apart from the decoding, so an
         auditor can read the next batch while it checks this one."""
-        statement = (
-            "SELECT c.n, e.originator_version, e.topic, e.state "
-            "FROM unnest(%s::uuid[]) WITH ORDINALITY AS c(id, n) CROSS JOIN LATERAL ("
-            f"SELECT * FROM {table_of(self.recorder)} t WHERE t.originator_id = c.id "
-            "ORDER BY t.originator_version) AS e ORDER BY c.n, e.originator_version"
-        )
-        recorder: Any = self.recorder  # PostgreSQL only
-        with recorder.datastore.get_connection() as conn, conn.cursor(row_factory=_tuples) as cur:
-            cur.execute(statement, [ledger_ids], binary=True)  # bytea as is, not hex text
-            rows: list[tuple[Any, ...]] = cur.fetchall()
-        return rows
+        return self.reads.stream_rows(self.recorder, ledger_ids)
 
     def _open_once(self, ledger: Ledger) -> Ledger:
         """The ledger as stored: the one given, unless it was open already."""
@@ -296,16 +282,13 @@ class Ledgers(ContextApplication):
         return ledgers, cached
 
     def _retried(self, ledger_ids: list[UUID], run: Callable[[], R]) -> R:
-        delay = BACKOFF_SECONDS
-        for _ in range(ATTEMPTS - 1):
-            try:
-                return run()
-            except IntegrityError:  # another writer moved a ledger: reload them
-                for ledger_id in ledger_ids:
-                    self.forget(ledger_id)
-                time.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, BACKOFF_CAP)
-        return run()
+        """``run`` under the one retry policy; a lost race forgets the kept ledgers."""
+
+        def forget() -> None:  # another writer moved a ledger: read them fresh
+            for ledger_id in ledger_ids:
+                self.forget(ledger_id)
+
+        return retry_on_conflict(run, forget)
 
 
 def streams_of(ledger_ids: list[UUID], rows: list[tuple[Any, ...]]) -> list[LedgerStream]:
@@ -319,11 +302,6 @@ def streams_of(ledger_ids: list[UUID], rows: list[tuple[Any, ...]]) -> list[Ledg
 
 def _expire(ledger: Ledger, hold_id: str, now: datetime) -> bool:
     return ledger.expire(hold_id, now)
-
-
-def _tuples(_cursor: object) -> type[tuple[Any, ...]]:
-    """A psycopg row factory: plain tuples, the cheapest rows to make."""
-    return tuple
 
 
 def auditor_state(data: bytes) -> dict[str, Any] | None:

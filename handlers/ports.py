@@ -9,11 +9,13 @@ release.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
 
 Clock = Callable[[], datetime]
 """What time it is (timezone-aware UTC). One clock is built into the System and handed to
@@ -67,4 +69,31 @@ class NodeDriver(Protocol):
 
     async def instances(self, node_id: UUID, address: str | None, timeout: float) -> set[UUID]:
         """The allocation ids of every instance present on the node (for the reconciler)."""
+        ...
+
+
+class StoreReads(Protocol):
+    """The store reads an application needs beyond the library's repository: many
+    aggregates' events and latest snapshots at once, and dropping the snapshots no load will
+    read again. ``recorder`` is the application's (or its snapshot store's) recorder. The
+    PostgreSQL implementation (infra/store_reads.py) does each in one query; ``OneByOne``
+    (handlers/base.py) uses only the library's recorder API, so it serves any store."""
+
+    def events_after(
+        self, recorder: object, starts: Sequence[tuple[UUID, int]]
+    ) -> list[StoredEvent]:
+        """Every aggregate's events after its version, in version order."""
+        ...
+
+    def latest_snapshots(self, recorder: object, ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Each aggregate's latest snapshot, for those that have one."""
+        ...
+
+    def drop_older_snapshots(self, recorder: object, latest: Sequence[tuple[UUID, int]]) -> None:
+        """Forget each aggregate's snapshots older than the version given."""
+        ...
+
+    def stream_rows(self, recorder: object, ids: Sequence[UUID]) -> list[tuple[Any, ...]]:
+        """(position in ``ids`` from 1, version, topic, state bytes) of every event of each
+        aggregate, aggregate by aggregate in version order: the auditor's batched read."""
         ...

@@ -10,23 +10,19 @@ the load-decide-save loop around it.
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
 
 from domain.errors import NotFoundError
 from handlers.base import ContextApplication
+from handlers.retry import ATTEMPTS, retry_on_conflict
 
 A = TypeVar("A", bound=Aggregate)
 R = TypeVar("R")
-ATTEMPTS = 50
-BACKOFF_SECONDS = 0.001  # doubled per lost race up to BACKOFF_CAP, jittered
-BACKOFF_CAP = 0.05
 
 
 class AtomicSave(Protocol):
@@ -80,14 +76,7 @@ class UnitOfWork:
         self._save, self._attempts = save_together, attempts
 
     def run(self, work: Callable[[Session], R]) -> R:
-        delay = BACKOFF_SECONDS
-        for _ in range(self._attempts - 1):
-            try:
-                return self._once(work)
-            except IntegrityError:
-                time.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, BACKOFF_CAP)
-        return self._once(work)
+        return retry_on_conflict(partial(self._once, work), attempts=self._attempts)
 
     def _once(self, work: Callable[[Session], R]) -> R:
         session = Session()

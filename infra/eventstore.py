@@ -23,6 +23,10 @@ from eventsourcing.persistence import JSONTranscoder, StoredEvent, Transcoding, 
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
+from handlers.base import ContextApplication
+from infra import canonical
+from infra.store_reads import POSTGRES_READS
+
 A = TypeVar("A", bound=Application[Any])
 META_KEY = "__meta__"
 _meta: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
@@ -207,7 +211,11 @@ def postgres_env(
 
 
 def open_app(cls: type[A], database_url: str, schema: str, connect_timeout: int = 2) -> A:
-    return cls(env=postgres_env(database_url, schema, connect_timeout))
+    canonical.install()  # the ledger's hashes written by orjson, byte for byte the same
+    app = cls(env=postgres_env(database_url, schema, connect_timeout))
+    if isinstance(app, ContextApplication):
+        app.reads = POSTGRES_READS  # many aggregates a query, not one each
+    return app
 
 
 def save_together(parts: Sequence[tuple[Application[Any], Sequence[Any]]]) -> None:

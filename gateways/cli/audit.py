@@ -22,6 +22,7 @@ from gateways.cli.common import err
 from handlers.ledgers import Ledgers, streams_of
 from infra.eventstore import postgres_env
 from infra.settings import Settings
+from infra.store_reads import POSTGRES_READS
 
 BATCH = 50  # ledgers per query
 PARALLEL_FROM = 200  # fewer ledgers than this are checked in this process
@@ -75,6 +76,7 @@ def _check(ledgers: Ledgers, batch: list[UUID]) -> list[LedgerSummary]:
 def _open(env: dict[str, str]) -> None:
     global _worker
     _worker = Ledgers(env={**env, "CREATE_TABLE": "n"})  # the tables exist: no DDL race
+    _worker.reads = POSTGRES_READS
 
 
 def _check_in_worker(batch: list[UUID]) -> list[LedgerSummary]:

@@ -18,12 +18,11 @@ from domain.allocation import Allocation
 from infra import inboxes as work
 from infra.bootstrap import System
 from infra.settings import Settings
-from projections import catalog
+from tests.e2e.fleet import one_node_fleet
 from tests.support import eventually, gpucloud, roles
 from workers import allocations as jobs
 
 pytestmark = pytest.mark.e2e
-PRICE = 3_600_000  # 1,000 micro-dollars per GPU-second
 CREDIT = 2 * 3 * 60 * 1000  # three minutes of two one-GPU allocations
 
 
@@ -65,20 +64,8 @@ async def test_both_allocations_are_released_in_the_window_the_credit_runs_out(
 
 
 async def _two_running(system: System) -> tuple[UUID, list[UUID]]:
+    tenant, sku = await one_node_fleet(system, CREDIT)
     now = datetime.now(UTC)
-    tenant = system.identity.create_tenant("Acme", None, now).tenant.id
-    system.ledgers.credit(tenant, "topup-1", CREDIT, now)
-    sku = system.inventory.create_sku(
-        name="1x H100", gpu_model="H100", gpus=1, vcpus=8, ram_gib=64, disk_gib=100,
-        regions=["eu-west-1"], price_per_gpu_hour=PRICE,
-    ).id  # fmt: skip
-    system.inventory.register_node(region="eu-west-1", gpu_model="H100", gpu_count=4)
-
-    async def node_visible() -> list[UUID]:
-        async with system.pool.connection() as conn:
-            return await catalog.placement_candidates(conn, "eu-west-1", "H100", 1)
-
-    await eventually(node_visible)
     allocations = [
         system.compute.request(
             tenant_id=tenant, sku_id=sku, region="eu-west-1", count=1, name=None, key=key,

@@ -14,12 +14,11 @@ import pytest
 
 from infra.bootstrap import System
 from infra.settings import Settings
-from projections import catalog
+from tests.e2e.fleet import one_node_fleet
 from tests.support import eventually, roles
 from workers import allocations as jobs
 
 pytestmark = pytest.mark.e2e
-PRICE = 3_600_000  # 1,000 micro-dollars per GPU-second
 
 
 async def test_an_allocation_runs_is_billed_and_is_released_with_the_projector_stopped(
@@ -55,22 +54,8 @@ async def test_an_allocation_runs_is_billed_and_is_released_with_the_projector_s
 
 
 async def _a_node_the_catalog_knows(settings: Settings, system: System) -> tuple[UUID, UUID]:
-    now = datetime.now(UTC)
-    tenant = system.identity.create_tenant("Acme", None, now).tenant.id
-    system.ledgers.credit(tenant, "topup-1", 100_000_000, now)
-    sku = system.inventory.create_sku(
-        name="1x H100", gpu_model="H100", gpus=1, vcpus=8, ram_gib=64, disk_gib=100,
-        regions=["eu-west-1"], price_per_gpu_hour=PRICE,
-    ).id  # fmt: skip
-    system.inventory.register_node(region="eu-west-1", gpu_model="H100", gpu_count=4)
-
-    async def node_visible() -> list[UUID]:
-        async with system.pool.connection() as conn:
-            return await catalog.placement_candidates(conn, "eu-west-1", "H100", 1)
-
     async with roles(settings, "relay", "projector"):
-        await eventually(node_visible)
-    return tenant, sku
+        return await one_node_fleet(system, credit=100_000_000)
 
 
 def _state(system: System, allocation_id: UUID) -> str:

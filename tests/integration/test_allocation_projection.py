@@ -4,18 +4,16 @@ their tenant. (The process managers' inbox is no read model: tests/integration/t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from itertools import zip_longest
 from typing import Any
 from uuid import UUID, uuid4
 
-import psycopg
 import pytest
 from psycopg import AsyncConnection
 
 from domain.allocation import Allocation
-from infra.db import conninfo, migrate
 from infra.messages.compute import ALLOCATION_TOPIC, COMPUTE_WIRE
 from projections.allocations import ALLOCATIONS, get_allocation, list_usage
 from projections.catalog import NODES, placement_candidates
@@ -26,17 +24,6 @@ from tests.integration.allocation_states import END, NOW, bill, released, runnin
 
 pytestmark = pytest.mark.integration
 LEDGER, NODE = "ledger.ledger.v1", "inventory.node.v1"
-
-
-@pytest.fixture
-async def conn(database_url: str, schema: str) -> AsyncIterator[AsyncConnection[Any]]:
-    migrate(database_url, schema)
-    async with await connect(database_url, schema) as conn:
-        yield conn
-
-
-async def connect(database_url: str, schema: str) -> AsyncConnection[Any]:
-    return await psycopg.AsyncConnection.connect(conninfo(database_url, schema), autocommit=True)
 
 
 def envelopes(allocation: Allocation) -> list[Envelope]:

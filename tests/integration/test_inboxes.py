@@ -11,34 +11,22 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-import psycopg
 import pytest
 from psycopg import AsyncConnection
 
 from domain.allocation import Allocation
 from infra import inboxes as q
 from infra.bootstrap import System
-from infra.db import conninfo, migrate
 from infra.inboxes import WorkRow, record_work
 from projections.allocations import ALLOCATIONS, get_allocation
 from projections.runner import apply_batch, rebuild
 from tests.integration.allocation_states import END, NOW, bill, released, requested, running
 from tests.integration.allocation_world import stage
+from tests.integration.conftest import connect
 from tests.integration.test_allocation_projection import envelopes
 from workers import allocations as jobs
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def conn(database_url: str, schema: str) -> AsyncIterator[AsyncConnection[Any]]:
-    migrate(database_url, schema)
-    async with await connect(database_url, schema) as conn:
-        yield conn
-
-
-async def connect(database_url: str, schema: str) -> AsyncConnection[Any]:
-    return await psycopg.AsyncConnection.connect(conninfo(database_url, schema), autocommit=True)
 
 
 async def record(conn: AsyncConnection[Any], *allocations: Allocation) -> None:

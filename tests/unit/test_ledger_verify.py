@@ -18,10 +18,12 @@ from domain.ledger_hash import (
     canonical_bytes,
     canonical_hash,
     ledger_id_of,
+    use_fast_encoder,
 )
 from domain.ledger_terms import InsufficientFundsError
 from domain.ledger_verify import LedgerStream, StoredLedgerEvent, verify
 from handlers.ledgers import Ledgers, auditor_state
+from infra.canonical import orjson_canonical
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 USD = 1_000_000
@@ -290,10 +292,18 @@ _PLAIN = st.recursive(
 def test_canonical_bytes_are_the_documented_json_whatever_the_values(
     document: dict[str, Any],
 ) -> None:
-    """The fast encoder (orjson) must give the standard library's bytes, or give way to it:
-    any text (non-ASCII, DEL, escapes), integers of any size, nulls, nesting, datetimes and
-    UUIDs as the module says."""
-    assert canonical_bytes(document) == _SPEC.encode(document).encode()
+    """The fast encoder (orjson, infra/canonical.py) must give the standard library's bytes,
+    or give way to it: any text (non-ASCII, DEL, escapes), integers of any size, nulls,
+    nesting, datetimes and UUIDs as the module says; and so must the domain on its own."""
+    expected = _SPEC.encode(document).encode()
+    fast = orjson_canonical(document)
+    assert fast is None or fast == expected
+    use_fast_encoder(None)
+    try:
+        assert canonical_bytes(document) == expected
+    finally:
+        use_fast_encoder(orjson_canonical)
+    assert canonical_bytes(document) == expected
 
 
 def test_an_amount_turned_float_or_bool_changes_the_hash() -> None:

@@ -1,6 +1,6 @@
 """The write side in memory (infra/memory.py): the handlers' rules run on it in milliseconds,
 and its joint save keeps the PostgreSQL one's promise, all of several applications' events
-or none. (Billing is not here yet: its batched loads still read PostgreSQL; see the README.)"""
+or none. Billing runs here too: its batched loads go through the library API in memory."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from eventsourcing.persistence import IntegrityError
 from domain.errors import IdempotencyKeyReusedError
 from domain.ledger_terms import InsufficientFundsError
 from handlers.base import Written
+from handlers.billing import bill
 from infra.memory import MemoryWriteSide, build_memory_write_side, save_together_in_memory
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)  # the write side is given every instant
@@ -97,3 +98,29 @@ def test_a_joint_save_that_lost_a_race_records_nothing(memory: MemoryWriteSide) 
 
     assert memory.inventory.get_node(node).version == before  # the node's part is not recorded
     assert memory.ledgers.ledger(tenant).version == fresh.version
+
+
+def test_billing_charges_each_window_once_and_a_short_one_forces_the_release(
+    memory: MemoryWriteSide,
+) -> None:
+    tenant, sku, node = staged(memory, credit=10_000_000)
+    a = request(memory, tenant, sku, "k1").id
+    memory.compute.place(a, [node], NOW)
+    memory.compute.start_provisioning(a, NOW)
+    memory.compute.mark_running(a, NOW + timedelta(seconds=30))
+    first = bill(memory.compute, [a], NOW + timedelta(minutes=3, seconds=10))
+    again = bill(memory.compute, [a], NOW + timedelta(minutes=3, seconds=20))
+    assert (first.windows, first.debited, again.windows) == (3, 1000 * 150, 0)
+
+    poor, _, other = staged(memory, credit=200_000)  # 200 GPU-seconds, no runway hold
+    b = memory.compute.request(
+        tenant_id=poor, sku_id=sku, region="eu-west-1", count=1, name=None, key="k",
+        now=NOW, quota_gpus=16, runway_minutes=0, deadline_seconds=300,
+    ).id  # fmt: skip
+    memory.compute.place(b, [other], NOW)
+    memory.compute.start_provisioning(b, NOW)
+    memory.compute.mark_running(b, NOW)
+    done = bill(memory.compute, [b], NOW + timedelta(minutes=5))
+    assert done.forced == [b] and done.debited == 200_000
+    assert memory.compute.allocation(b).state == "force_releasing"
+    assert memory.ledgers.balances(poor).available == 0
