@@ -34,6 +34,7 @@ from domain.ledger_terms import Receipt
 from domain.ledger_verify import LedgerStream, verify
 from gateways.cli.audit import verify_all
 from handlers.ledgers import Ledgers
+from infra.auditor_reads import ledger_stream
 from infra.db import conninfo, migrate
 from infra.eventstore import open_app
 from infra.settings import Settings
@@ -207,7 +208,7 @@ def audit(app: Ledgers, events: int, rounds: int) -> dict[str, float]:
         task = bar.add_task("reading and verifying", total=rounds)
         for _ in range(rounds):
             with Stopwatch() as reading:
-                streams: list[LedgerStream] = [app.stream(i) for i in app.ledger_ids()]
+                streams: list[LedgerStream] = [ledger_stream(app, i) for i in app.ledger_ids()]
             with Stopwatch() as checking:
                 report = verify(streams)
             if not report.ok or report.events != events:

@@ -19,7 +19,8 @@ from rich.progress import Progress
 
 from domain.ledger_verify import LedgerSummary, Report, report_of, verify_stream
 from gateways.cli.common import err
-from handlers.ledgers import Ledgers, streams_of
+from handlers.ledgers import Ledgers
+from infra.auditor_reads import ledger_streams, streams_of
 from infra.eventstore import postgres_env
 from infra.settings import Settings
 from infra.store_reads import POSTGRES_READS
@@ -70,7 +71,7 @@ def _prefetched(ledgers: Ledgers, batches: list[list[UUID]]) -> Iterator[list[Le
 
 
 def _check(ledgers: Ledgers, batch: list[UUID]) -> list[LedgerSummary]:
-    return [verify_stream(stream) for stream in ledgers.streams(batch)]
+    return [verify_stream(stream) for stream in ledger_streams(ledgers, batch)]
 
 
 def _open(env: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ from domain.ledger_verify import LedgerStream, Report
 from gateways.cli import audit
 from gateways.cli.common import DataDir, JsonOut, fail, settings_for
 from gateways.cli.output import show
+from infra.auditor_reads import ledger_stream, ledger_streams
 from infra.bootstrap import build_system
 
 ledger_app = typer.Typer(help="Audit the ledger from the event store.", no_args_is_help=True)
@@ -44,7 +45,7 @@ def verify_command(
     system = build_system(settings)
     try:
         ids = [ledger_id_of(tenant)] if tenant else list(system.ledgers.ledger_ids())
-        if tenant and not system.ledgers.streams(ids)[0].events:
+        if tenant and not ledger_streams(system.ledgers, ids)[0].events:
             fail(f"no ledger for tenant {tenant}: check the tenant id")
         report = audit.verify_all(system.ledgers, settings, ids, workers, json_out)
     finally:
@@ -83,7 +84,7 @@ def statement(
         fail("--format must be csv or json")
     system = build_system(settings_for(data_dir))
     try:
-        stream = system.ledgers.stream(ledger_id_of(tenant))
+        stream = ledger_stream(system.ledgers, ledger_id_of(tenant))
     finally:
         system.close_write_side()
     if not stream.events:

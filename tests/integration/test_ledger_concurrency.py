@@ -26,6 +26,7 @@ from domain.ledger_hash import ledger_id_of
 from domain.ledger_terms import InsufficientFundsError, Receipt
 from domain.ledger_verify import verify
 from handlers.ledgers import Ledgers
+from infra.auditor_reads import ledger_stream
 from infra.db import migrate
 from infra.eventstore import postgres_env
 from infra.settings import Settings
@@ -87,7 +88,7 @@ def test_a_hundred_concurrent_debits_never_take_the_ledger_below_its_floor(
         assert sum(isinstance(o, InsufficientFundsError) for o in outcomes) == 50
         balances = apps[-1].balances(tenant)
         assert (balances.posted, balances.held, balances.available) == (0, 0, 0)
-        stream = apps[0].stream(ledger_id_of(tenant))
+        stream = ledger_stream(apps[0], ledger_id_of(tenant))
         names = [event.name for event in stream.events]
         assert [names.count(n) for n in ("Debited", "PostingRejected", "BalanceDepleted")] == [
             50,
@@ -121,7 +122,7 @@ def test_two_expiry_workers_expire_a_hold_once(settings: Settings) -> None:
         outcomes = race(apps, 6, lambda app, _: app.expire_holds([(tenant, hold_id or "")], due))
 
         assert sorted(outcomes, key=str) == [0] * 5 + [1]
-        names = [event.name for event in apps[1].stream(ledger_id_of(tenant)).events]
+        names = [event.name for event in ledger_stream(apps[1], ledger_id_of(tenant)).events]
         assert names.count("HoldExpired") == 1
         assert apps[1].balances(tenant).available == 10 * USD
 
@@ -147,9 +148,9 @@ def test_a_process_deciding_on_its_last_save_never_answers_from_stale_state(
 
         balances = other.balances(tenant)
         assert (balances.posted, balances.held) == (5 * USD, 0)
-        names = [event.name for event in mine.stream(ledger_id_of(tenant)).events]
+        names = [event.name for event in ledger_stream(mine, ledger_id_of(tenant)).events]
         assert (names.count("Debited"), names.count("PostingRejected")) == (3, 1)
-        assert verify([mine.stream(ledger_id_of(tenant))]).ok
+        assert verify([ledger_stream(mine, ledger_id_of(tenant))]).ok
 
 
 def test_many_ledgers_loaded_at_once_are_brought_up_to_date_from_memory(
@@ -207,7 +208,7 @@ def test_a_batch_of_decisions_over_many_ledgers_commits_once_and_answers_each(
         ]
         assert transactions_of(settings, tenants) == before + 1
         assert [other.balances(t).posted for t in tenants] == [USD] * 5
-        assert all(verify([other.stream(ledger_id_of(t))]).ok for t in tenants)
+        assert all(verify([ledger_stream(other, ledger_id_of(t))]).ok for t in tenants)
 
 
 def test_a_batch_decided_on_stale_ledgers_is_decided_again(settings: Settings) -> None:
@@ -256,9 +257,9 @@ def test_a_byte_changed_in_postgresql_is_caught_and_named(settings: Settings) ->
         app.debit(tenant, "usage-2", USD, NOW)
         ledger_id = ledger_id_of(tenant)
         assert list(app.ledger_ids()) == [ledger_id]
-        assert verify([app.stream(ledger_id)]).ok
+        assert verify([ledger_stream(app, ledger_id)]).ok
 
         flip_a_byte(settings, ledger_id, 3)
 
-        problem = verify([app.stream(ledger_id)]).first_problem
+        problem = verify([ledger_stream(app, ledger_id)]).first_problem
         assert problem is not None and (problem.ledger_id, problem.version) == (ledger_id, 3)

@@ -2,9 +2,8 @@
 can only forbid what they name; a new framework would slip past them).
 
 - ``domain/``: the standard library and ``eventsourcing.domain``, and itself.
-- ``handlers/``: the standard library, eventsourcing, the domain, itself, and orjson (the
-  auditor's decoder in handlers/ledgers.py, until it moves to infra; see the README). No
-  psycopg, pydantic, FastAPI, FastStream, asyncssh, aiokafka, nor infra, projections, gateways.
+- ``handlers/``: the standard library, eventsourcing, the domain and itself. No psycopg,
+  pydantic, FastAPI, FastStream, asyncssh, aiokafka, orjson, nor infra, projections, gateways.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STDLIB = frozenset(sys.stdlib_module_names) | {"__future__"}
 ALLOWED = {
     "domain": ("domain", "eventsourcing.domain"),
-    "handlers": ("handlers", "domain", "eventsourcing", "orjson"),
+    "handlers": ("handlers", "domain", "eventsourcing"),
 }
 
 
@@ -63,6 +62,7 @@ def test_an_inner_layer_imports_only_what_its_allow_list_names(package: str) -> 
         ("handlers", "from fastapi import Request"),
         ("handlers", "from faststream.kafka import KafkaBroker"),
         ("handlers", "import asyncssh"),
+        ("handlers", "import orjson"),
         ("handlers", "from infra.bootstrap import System"),
     ],
 )

@@ -32,6 +32,7 @@ from domain.ledger_terms import (
 )
 from domain.ledger_verify import verify
 from handlers.ledgers import Ledgers
+from infra.auditor_reads import ledger_stream
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
@@ -661,7 +662,7 @@ def test_the_stored_streams_verify_and_the_ids_are_listed(ledgers: Ledgers) -> N
         ledgers.debit_up_to(tenant, "window-1", 6 * USD, NOW)
 
     ids = list(ledgers.ledger_ids(page=1))
-    report = verify(ledgers.stream(ledger_id) for ledger_id in ids)
+    report = verify(ledger_stream(ledgers, ledger_id) for ledger_id in ids)
 
     assert ids == [ledger_id_of(tenant) for tenant in tenants]
     assert (report.ok, report.events, [s.posted for s in report.ledgers]) == (True, 8, [0, 0])

@@ -36,7 +36,7 @@ from domain.ledger_terms import (
     Receipt,
 )
 from domain.ledger_verify import LedgerStream, StoredLedgerEvent, verify
-from handlers.ledgers import auditor_state
+from infra.auditor_reads import auditor_state
 from infra.messages import WIRE
 from projections.envelope import Envelope
 from projections.ledger import POSTINGS, RELEASES, cash_delta

@@ -22,7 +22,8 @@ from domain.ledger_hash import (
 )
 from domain.ledger_terms import InsufficientFundsError
 from domain.ledger_verify import LedgerStream, StoredLedgerEvent, verify
-from handlers.ledgers import Ledgers, auditor_state
+from handlers.ledgers import Ledgers
+from infra.auditor_reads import auditor_state, ledger_stream
 from infra.canonical import orjson_canonical
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -46,7 +47,7 @@ def a_stream(tenant: UUID | None = None) -> list[StoredLedgerEvent]:
     ledgers.adjust(tenant, "ops-1", 3 * USD, "goodwill", NOW)
     lapsed = ledgers.hold(tenant, "hold-2", USD, NOW + timedelta(hours=1), NOW).hold_id
     ledgers.expire_holds([(tenant, lapsed or "")], NOW + timedelta(hours=2))
-    return list(ledgers.stream(ledger_id_of(tenant)).events)
+    return list(ledger_stream(ledgers, ledger_id_of(tenant)).events)
 
 
 def changed(event: StoredLedgerEvent, **state: Any) -> StoredLedgerEvent:
@@ -328,7 +329,7 @@ def usage_stream(reuse: bool = False) -> tuple[UUID, list[StoredLedgerEvent]]:
     ledgers.save(ledger)
     assert [(c.amount, c.remainder) for c in charges] == [(100, 0), (100, 0), (50, 50)]
     assert not any(k.startswith("usage:") for k in ledgers.ledger(tenant).outcomes)
-    return tenant, list(ledgers.stream(ledger_id_of(tenant)).events)
+    return tenant, list(ledger_stream(ledgers, ledger_id_of(tenant)).events)
 
 
 def test_usage_charges_verify_and_the_floor_holds() -> None:
