@@ -9,7 +9,6 @@ together by the compute context.
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import partial
 from typing import Annotated
 from uuid import UUID
 
@@ -22,11 +21,7 @@ from domain.identity import Principal
 from domain.ledger_terms import InsufficientFundsError
 from domain.quota import GpuQuota, QuotaExceededError, standing
 from domain.tenant import Tenant
-from gateways.http import consistency
-from gateways.http.auth import ANY_ROLE, OPS_ONLY, Guard, own_tenant, readable_tenant, system_of
-from gateways.http.consistency import read_model
-from gateways.http.dispatch import blocking, dispatch
-from gateways.http.identity import PositionToken, RequiredIdempotencyKey
+from gateways.http.auth import ANY_ROLE, OPS_ONLY, Guard, own_tenant, readable_tenant
 from gateways.http.models.allocations import (
     AllocationOut,
     AllocationPage,
@@ -40,8 +35,16 @@ from gateways.http.models.allocations import (
     UsageQuery,
     UsageWindowOut,
 )
+from gateways.http.plumbing import (
+    PositionToken,
+    RequiredIdempotencyKey,
+    Wrote,
+    command,
+    read_model,
+    write_model,
+)
 from gateways.http.responses import raises
-from infra import metrics
+from infra.bootstrap import System
 from projections import allocations as read
 
 router = APIRouter(prefix="/v1")
@@ -58,12 +61,9 @@ ADMISSION = raises(
 READ = raises(NotFoundError)
 
 
-def _accepted(request: Request, response: Response, allocation: Allocation) -> None:
+def _at(allocation: Allocation) -> Wrote:
     location = f"/v1/allocations/{allocation.id}"
-    consistency.mark_written(
-        request, response, location, read.ALLOCATIONS.name, allocation.id, allocation.version
-    )
-    response.headers["Location"] = location
+    return Wrote(location, read.ALLOCATIONS.name, allocation.id, allocation.version)
 
 
 def _view(allocation: Allocation) -> AllocationOut:
@@ -100,18 +100,17 @@ async def request_allocation(
 ) -> AllocationOut:
     """Admit an allocation: the SKU is offered in the region, the tenant's quota holds, and a
     runway hold fits the balance. Provisioning then runs asynchronously: follow ``Location``."""
-    sys, tenant = system_of(request), own_tenant(caller)
-    s, now = sys.settings, sys.clock()
-    command = partial(
-        sys.compute.request, tenant_id=tenant, sku_id=body.sku_id, region=body.region,
-        count=body.count, name=body.name, key=idempotency_key, now=now,
-        quota_gpus=s.tenant_gpu_quota, runway_minutes=s.runway_minutes,
+    tenant = own_tenant(caller)
+    return await command(
+        request, response, caller, "allocation.request",
+        lambda s: s.compute.request(
+            tenant_id=tenant, sku_id=body.sku_id, region=body.region, count=body.count,
+            name=body.name, key=idempotency_key, now=s.clock(),
+            quota_gpus=s.settings.tenant_gpu_quota, runway_minutes=s.settings.runway_minutes,
+        ),
+        lambda s, written: _view(s.compute.allocation(written.id)),
+        lambda w: Wrote(f"/v1/allocations/{w.id}", read.ALLOCATIONS.name, w.id, w.version),
     )  # fmt: skip
-    written = await dispatch(command, caller.actor, s.command_timeout)
-    metrics.COMMANDS.labels("allocation.request", "created" if written.created else "ok").inc()
-    allocation = await dispatch(partial(sys.compute.allocation, written.id), caller.actor, 5)
-    _accepted(request, response, allocation)
-    return _view(allocation)
 
 
 @router.post(
@@ -130,13 +129,12 @@ async def release_allocation(
 ) -> AllocationOut:
     """Stop the allocation: billing stops now, the node releases it asynchronously. Releasing
     one that is releasing already is accepted again; a released or failed one is a 409."""
-    sys, tenant = system_of(request), own_tenant(caller)
-    reason = (body or ReleaseAllocation()).reason
-    release = partial(sys.compute.release, allocation_id, reason, sys.clock(), tenant)
-    allocation = await dispatch(release, caller.actor, sys.settings.command_timeout)
-    metrics.COMMANDS.labels("allocation.release", "ok").inc()
-    _accepted(request, response, allocation)
-    return _view(allocation)
+    tenant, reason = own_tenant(caller), (body or ReleaseAllocation()).reason
+    return await command(
+        request, response, caller, "allocation.release",
+        lambda s: s.compute.release(allocation_id, reason, s.clock(), tenant),
+        lambda s, allocation: _view(allocation), _at,
+    )  # fmt: skip
 
 
 @router.get(
@@ -211,8 +209,8 @@ async def usage(
     return UsagePage(items=[UsageWindowOut(**i) for i in page.items], next_cursor=page.next_cursor)
 
 
-def _quota_view(tenant_id: UUID, quota: GpuQuota | None, default: int) -> QuotaOut:
-    limit, in_use, is_default = standing(quota, default)
+def _quota_view(sys: System, tenant_id: UUID, quota: GpuQuota | None) -> QuotaOut:
+    limit, in_use, is_default = standing(quota, sys.settings.tenant_gpu_quota)
     return QuotaOut(tenant_id=tenant_id, gpus_limit=limit, gpus_in_use=in_use, default=is_default)
 
 
@@ -226,15 +224,16 @@ async def get_quota(
     request: Request,
     caller: QuotaReaders,
     tenant_id: Annotated[UUID | None, Query(description="ops only: whose quota")] = None,
+    position: PositionToken = None,
 ) -> QuotaOut:
     """The tenant's GPU limit and what its live allocations hold, from the write model (the
     same numbers admission decides on)."""
-    sys = system_of(request)
     tenant = readable_tenant(caller, tenant_id)
     if tenant is None:
         raise ValidationFailedError("ops name the tenant: ?tenant_id=<uuid>")
-    quota = await blocking(partial(sys.compute.quota, tenant), sys.settings.command_timeout)
-    return _quota_view(tenant, quota, sys.settings.tenant_gpu_quota)
+    return await write_model(
+        request, position, lambda s: _quota_view(s, tenant, s.compute.quota(tenant))
+    )
 
 
 @router.put(
@@ -247,14 +246,18 @@ async def set_quota(
     tenant_id: UUID,
     body: SetQuota,
     request: Request,
+    response: Response,
     caller: Annotated[Principal, Depends(OPS_ONLY)],
 ) -> QuotaOut:
     """Ops set a tenant's GPU limit (``null``: the platform's default). A limit below what is
     in use frees nothing: new requests are refused until enough is released. Setting the same
     limit again changes nothing (PUT)."""
-    sys = system_of(request)
-    await blocking(partial(sys.identity.get, Tenant, tenant_id), sys.settings.command_timeout)
-    change = partial(sys.compute.set_quota, tenant_id, body.gpus)
-    quota = await dispatch(change, caller.actor, sys.settings.command_timeout)
-    metrics.COMMANDS.labels("quota.set", "ok").inc()
-    return _quota_view(tenant_id, quota, sys.settings.tenant_gpu_quota)
+
+    def change(s: System) -> GpuQuota:
+        s.identity.get(Tenant, tenant_id)  # an unknown tenant is a 404
+        return s.compute.set_quota(tenant_id, body.gpus)
+
+    return await command(
+        request, response, caller, "quota.set", change,
+        lambda s, quota: _quota_view(s, tenant_id, quota),
+    )  # fmt: skip

@@ -16,7 +16,6 @@ from gateways.http import (
     allocations,
     catalog,
     identity,
-    identity_lists,
     ledger,
     problems,
     responses,
@@ -72,7 +71,6 @@ def create_app(system: System) -> FastAPI:
     app.state.system = system
     problems.install(app)
     app.include_router(identity.router)
-    app.include_router(identity_lists.router)
     app.include_router(ledger.router)
     app.include_router(catalog.router)
     app.include_router(allocations.router)

@@ -1,5 +1,5 @@
 """HTTP routes of the catalog: SKUs (ops write, anyone reads, with live availability), nodes
-(ops only). Allocations are in gateways/http/allocations.py.
+(ops only).
 
 Setting a price, a SKU's activation or a node's state are idempotent by value (the same value
 again writes nothing), so only the creating routes take an ``Idempotency-Key``.
@@ -7,8 +7,6 @@ again writes nothing), so only the creating routes take an ``Idempotency-Key``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -17,10 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from domain.errors import NotFoundError, ValidationFailedError
 from domain.identity import Principal
-from gateways.http import consistency
-from gateways.http.auth import ANY_ROLE, OPS_ONLY, system_of
-from gateways.http.dispatch import blocking, dispatch
-from gateways.http.identity import IdempotencyKey, PositionToken
+from gateways.http.auth import ANY_ROLE, OPS_ONLY
 from gateways.http.models.catalog import (
     ChangePrice,
     CreateSku,
@@ -35,9 +30,10 @@ from gateways.http.models.catalog import (
     SkuQuery,
     SkuView,
 )
+from gateways.http.plumbing import IdempotencyKey, PositionToken, Wrote, command, read_model
 from gateways.http.responses import raises
 from handlers.identity import Written
-from infra import metrics
+from infra.bootstrap import System
 from projections import catalog
 
 router = APIRouter(prefix="/v1")
@@ -48,44 +44,30 @@ CHANGE = raises(NotFoundError, ValidationFailedError, IntegrityError)
 READ = raises(NotFoundError)
 
 
-async def _command(
-    request: Request, caller: Principal, name: str, fn: Callable[[], Written]
-) -> Written:
-    sys = system_of(request)
-    written = await dispatch(fn, caller.actor, sys.settings.command_timeout)
-    metrics.COMMANDS.labels(name, "created" if written.created else "ok").inc()
-    return written
-
-
-read_model = consistency.read_model
-
-
 def _found(row: dict[str, Any] | None, kind: str) -> dict[str, Any]:
     if row is None:
         raise NotFoundError(f"{kind} not found")
     return row
 
 
-async def _sku_written(request: Request, response: Response, written: Written) -> SkuOut:
-    location = f"/v1/skus/{written.id}"
-    consistency.mark_written(
-        request, response, location, catalog.SKUS.name, written.id, written.version
-    )
-    inventory = system_of(request).inventory
-    sku = await blocking(partial(inventory.get_sku, written.id), 5)
+def _sku(sys: System, written: Written) -> SkuOut:
+    sku = sys.inventory.get_sku(written.id)
     fields = {f: getattr(sku, f) for f in SkuOut.model_fields if hasattr(sku, f)}
     return SkuOut(**{**fields, "regions": list(sku.regions), "created_at": sku.created_on})
 
 
-async def _node_written(request: Request, response: Response, written: Written) -> NodeOut:
-    location = f"/v1/nodes/{written.id}"
-    consistency.mark_written(
-        request, response, location, catalog.NODES.name, written.id, written.version
-    )
-    inventory = system_of(request).inventory
-    node = await blocking(partial(inventory.get_node, written.id), 5)
+def _sku_at(written: Written) -> Wrote:
+    return Wrote(f"/v1/skus/{written.id}", catalog.SKUS.name, written.id, written.version)
+
+
+def _node(sys: System, written: Written) -> NodeOut:
+    node = sys.inventory.get_node(written.id)
     fields = {f: getattr(node, f) for f in NodeOut.model_fields if hasattr(node, f)}
     return NodeOut(**{**fields, "free_gpus": len(node.free_gpus), "created_at": node.created_on})
+
+
+def _node_at(written: Written) -> Wrote:
+    return Wrote(f"/v1/nodes/{written.id}", catalog.NODES.name, written.id, written.version)
 
 
 @router.post(
@@ -100,13 +82,11 @@ async def create_sku(
 ) -> SkuOut:
     """Add a SKU to the catalog (active at once). The same Idempotency-Key and body again
     answer with the same SKU; with another body, 422."""
-    create = partial(
-        system_of(request).inventory.create_sku,
-        **body.model_dump(),
-        idempotency_key=idempotency_key,
-    )
-    written = await _command(request, caller, "sku.create", create)
-    return await _sku_written(request, response, written)
+    fields = body.model_dump()
+    return await command(
+        request, response, caller, "sku.create",
+        lambda s: s.inventory.create_sku(**fields, idempotency_key=idempotency_key), _sku, _sku_at,
+    )  # fmt: skip
 
 
 @router.post(
@@ -115,19 +95,19 @@ async def create_sku(
 async def change_sku_price(
     sku_id: UUID, body: ChangePrice, request: Request, response: Response, caller: Ops
 ) -> SkuOut:
-    change = partial(system_of(request).inventory.change_price, sku_id, body.price_per_gpu_hour)
-    written = await _command(request, caller, "sku.price", change)
-    return await _sku_written(request, response, written)
+    return await command(
+        request, response, caller, "sku.price",
+        lambda s: s.inventory.change_price(sku_id, body.price_per_gpu_hour), _sku, _sku_at,
+    )  # fmt: skip
 
 
 async def _activate(
     request: Request, response: Response, caller: Principal, sku_id: UUID, active: bool
 ) -> SkuOut:
-    change = partial(system_of(request).inventory.set_sku_active, sku_id, active)
-    written = await _command(
-        request, caller, "sku.activate" if active else "sku.deactivate", change
-    )
-    return await _sku_written(request, response, written)
+    return await command(
+        request, response, caller, "sku.activate" if active else "sku.deactivate",
+        lambda s: s.inventory.set_sku_active(sku_id, active), _sku, _sku_at,
+    )  # fmt: skip
 
 
 @router.post(
@@ -184,13 +164,12 @@ async def register_node(
     idempotency_key: IdempotencyKey = None,
 ) -> NodeOut:
     """Add a node (active at once). ``ssh`` nodes need an ``address``; ``local`` ones none."""
-    register = partial(
-        system_of(request).inventory.register_node,
-        **body.model_dump(),
-        idempotency_key=idempotency_key,
-    )
-    written = await _command(request, caller, "node.register", register)
-    return await _node_written(request, response, written)
+    fields = body.model_dump()
+    return await command(
+        request, response, caller, "node.register",
+        lambda s: s.inventory.register_node(**fields, idempotency_key=idempotency_key),
+        _node, _node_at,
+    )  # fmt: skip
 
 
 @router.post(
@@ -200,9 +179,10 @@ async def set_node_state(
     node_id: UUID, body: SetNodeState, request: Request, response: Response, caller: Ops
 ) -> NodeOut:
     """Draining or offline nodes keep their claims but take no new ones."""
-    change = partial(system_of(request).inventory.set_node_state, node_id, body.state)
-    written = await _command(request, caller, "node.state", change)
-    return await _node_written(request, response, written)
+    return await command(
+        request, response, caller, "node.state",
+        lambda s: s.inventory.set_node_state(node_id, body.state), _node, _node_at,
+    )  # fmt: skip
 
 
 @router.get("/nodes", response_model=NodePage, operation_id="listNodes")

@@ -1,124 +1,86 @@
-"""HTTP routes of the identity context: tenants, the caller's profile, users, API keys."""
+"""HTTP routes of the identity context: tenants, the caller's profile, users, API keys, and the
+tenant's lists (users, keys, audit events; cursor-paginated)."""
 
 from __future__ import annotations
 
-import re
-from datetime import datetime
-from functools import partial
-from typing import Annotated, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
-from fastapi import APIRouter, Depends, Header, Request, Response
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from domain.errors import NotFoundError, ValidationFailedError
-from domain.identity import EMAIL_PATTERN, KeyGrant, Principal, User
-from gateways.http import consistency
-from gateways.http.auth import ANY_ROLE, OPS_ONLY, OWNER, system_of, tenant_scope
-from gateways.http.dispatch import blocking, dispatch
+from domain.identity import KeyGrant, Principal, User
+from gateways.http.auth import ANY_ROLE, AUDIT, OPS_ONLY, OWNER, own_tenant, tenant_scope
+from gateways.http.models.identity import (
+    AuditItem,
+    AuditPage,
+    CreateKey,
+    CreateTenant,
+    CreateUser,
+    KeyItem,
+    KeyOut,
+    KeyPage,
+    MeOut,
+    RevokedOut,
+    TenantCreatedOut,
+    TenantOut,
+    TenantRole,
+    UserItem,
+    UserOut,
+    UserPage,
+)
+from gateways.http.plumbing import (
+    Cursor,
+    Direction,
+    IdempotencyKey,
+    Limit,
+    PositionToken,
+    Wrote,
+    command,
+    read_model,
+    write_model,
+)
 from gateways.http.responses import raises
-from gateways.http.text import VISIBLE_ASCII, text
-from infra import metrics
-from projections.identity import API_KEYS, USERS
+from handlers.identity import IssuedKey, TenantOpened, Written
+from infra.bootstrap import System
+from projections.identity import API_KEYS
+from projections.identity import USERS as USERS_VIEW
+from projections.pagination import DEFAULT_LIMIT, ListSpec, PageRequest, fetch_page
 from projections.tenants import TENANTS, get_tenant
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", min_length=1, max_length=200, pattern=VISIBLE_ASCII),
-]
-RequiredIdempotencyKey = Annotated[
-    str,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        pattern=VISIBLE_ASCII,
-        description="required: the same key and body again give the same answer",
-    ),
-]
-PositionToken = Annotated[
-    str | None, Header(alias=consistency.HEADER, max_length=500, pattern=r"^[A-Za-z0-9_-]+$")
-]
-TenantRole = Literal["owner", "member", "billing", "auditor"]
-RFC3339 = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
-
-
-def _rfc3339(value: object) -> object:
-    """Pydantic reads a number, or a string of one, as Unix time; the contract says date-time."""
-    if isinstance(value, datetime) or (isinstance(value, str) and RFC3339.match(value)):
-        return value
-    raise ValueError("must be an RFC 3339 date-time with a time zone, like 2026-01-31T12:00:00Z")
-
-
-Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 router = APIRouter(prefix="/v1")
+Anyone = Annotated[Principal, Depends(ANY_ROLE)]
+Ops = Annotated[Principal, Depends(OPS_ONLY)]
+Owner = Annotated[Principal, Depends(OWNER)]
+USERS = ListSpec("users", ("id", "tenant_id", "email", "role", "created_at"), ("created_at",))
+KEYS = ListSpec(
+    "api_keys",
+    ("id", "tenant_id", "user_id", "role", "read_only", "name", "prefix", "expires_at",
+     "revoked_at", "created_at"),
+    ("created_at",),
+)  # fmt: skip
+AUDIT_EVENTS = ListSpec(
+    "audit_events",
+    ("id", "tenant_id", "type", "subject", "sequence", "actor", "occurred_at", "data"),
+    ("occurred_at",),
+)
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _tenant_at(tenant: Written) -> Wrote:
+    return Wrote(f"/v1/tenants/{tenant.id}", TENANTS.name, tenant.id, tenant.version)
 
 
-class CreateTenant(Strict):
-    name: str = text(100, min_length=1, examples=["Acme Research"])
-    owner_email: str | None = Field(default=None, max_length=320, pattern=EMAIL_PATTERN)
-
-
-class TenantOut(BaseModel):
-    id: UUID
-    name: str
-    created_at: datetime
-    version: int
-
-
-class TenantCreatedOut(TenantOut):
-    owner_user_id: UUID
-    owner_api_key: str | None = Field(
-        description="The owner's API key, shown once; null when a retry replays the creation"
+def _tenant_created(sys: System, opened: TenantOpened) -> TenantCreatedOut:
+    tenant = sys.identity.get_tenant(opened.tenant.id)
+    return TenantCreatedOut(
+        id=tenant.id,
+        name=tenant.name,
+        created_at=tenant.created_on,
+        version=tenant.version,
+        owner_user_id=opened.owner_id,
+        owner_api_key=opened.key.token if opened.key else None,
     )
-
-
-class CreateUser(Strict):
-    email: str | None = Field(default=None, max_length=320, pattern=EMAIL_PATTERN)
-    role: TenantRole
-
-
-class UserOut(BaseModel):
-    id: UUID
-    tenant_id: UUID
-    email: str | None
-    role: str
-
-
-class CreateKey(Strict):
-    name: str = text(100, min_length=1, default="default")
-    user_id: UUID | None = Field(default=None, description="Whose key; default: the caller")
-    read_only: bool = False
-    expires_at: Instant | None = None
-
-
-class KeyOut(BaseModel):
-    id: UUID
-    token: str = Field(description="The API key itself, shown once")
-    name: str
-    role: str
-    user_id: UUID | None
-    read_only: bool
-    expires_at: datetime | None
-
-
-class RevokedOut(BaseModel):
-    id: UUID
-    revoked: bool
-
-
-class MeOut(BaseModel):
-    key_id: UUID
-    user_id: UUID | None
-    email: str | None
-    tenant_id: UUID | None
-    role: str
-    read_only: bool
 
 
 @router.post(
@@ -132,29 +94,16 @@ async def create_tenant(
     body: CreateTenant,
     request: Request,
     response: Response,
-    caller: Annotated[Principal, Depends(OPS_ONLY)],
+    caller: Ops,
     idempotency_key: IdempotencyKey = None,
 ) -> TenantCreatedOut:
-    sys = system_of(request)
-    command = partial(
-        sys.identity.create_tenant, body.name, idempotency_key, sys.clock(), body.owner_email
-    )
-    opened = await dispatch(command, caller.actor, sys.settings.command_timeout)
-    created = "created" if opened.tenant.created else "replayed"
-    metrics.COMMANDS.labels("tenant.create", created).inc()
-    tenant = await blocking(partial(sys.identity.get_tenant, opened.tenant.id), 5)
-    t = opened.tenant
-    consistency.mark_written(
-        request, response, f"/v1/tenants/{t.id}", TENANTS.name, t.id, t.version
-    )
-    return TenantCreatedOut(
-        id=tenant.id,
-        name=tenant.name,
-        created_at=tenant.created_on,
-        version=tenant.version,
-        owner_user_id=opened.owner_id,
-        owner_api_key=opened.key.token if opened.key else None,
-    )
+    return await command(
+        request, response, caller, "tenant.create",
+        lambda s: s.identity.create_tenant(body.name, idempotency_key, s.clock(), body.owner_email),
+        _tenant_created,
+        wrote=lambda o: _tenant_at(o.tenant),
+        created=lambda o: o.tenant.created,
+    )  # fmt: skip
 
 
 @router.get(
@@ -164,36 +113,33 @@ async def create_tenant(
     responses=raises(NotFoundError),
 )
 async def read_tenant(
-    tenant_id: UUID,
-    request: Request,
-    caller: Annotated[Principal, Depends(ANY_ROLE)],
-    position: PositionToken = None,
+    tenant_id: UUID, request: Request, caller: Anyone, position: PositionToken = None
 ) -> TenantOut:
     tenant_scope(caller, tenant_id, "tenant")
-    sys = system_of(request)
-    await consistency.wait_for(request, position)
-    async with sys.pool.connection() as conn:
+    async with read_model(request, position) as conn:
         row = await get_tenant(conn, tenant_id)
     if row is None:
         raise NotFoundError("tenant not found")
     return TenantOut(**row)
 
 
-@router.get("/me", response_model=MeOut, operation_id="getMe")
-async def me(request: Request, caller: Annotated[Principal, Depends(ANY_ROLE)]) -> MeOut:
-    """The caller's profile, read from the write side (exact, never behind)."""
-    sys = system_of(request)
-    email = None
-    if caller.user_id is not None:
-        user = await blocking(partial(sys.identity.get, User, caller.user_id), 5)
-        email = user.email
+def _me(caller: Principal, user: User | None) -> MeOut:
     return MeOut(
         key_id=caller.key_id,
         user_id=caller.user_id,
-        email=email,
+        email=user.email if user else None,
         tenant_id=caller.tenant_id,
         role=caller.role,
         read_only=caller.read_only,
+    )
+
+
+@router.get("/me", response_model=MeOut, operation_id="getMe")
+async def me(request: Request, caller: Anyone, position: PositionToken = None) -> MeOut:
+    """The caller's profile, read from the write side (exact, never behind)."""
+    user_id = caller.user_id
+    return await write_model(
+        request, position, lambda s: _me(caller, s.identity.get(User, user_id) if user_id else None)
     )
 
 
@@ -208,19 +154,43 @@ async def create_user(
     body: CreateUser,
     request: Request,
     response: Response,
-    caller: Annotated[Principal, Depends(OWNER)],
+    caller: Owner,
     idempotency_key: IdempotencyKey = None,
 ) -> UserOut:
-    sys = system_of(request)
-    tenant_id = caller.tenant_id
-    assert tenant_id is not None  # owners always belong to a tenant
-    command = partial(sys.identity.add_user, tenant_id, body.email, body.role, idempotency_key)
-    written = await dispatch(command, caller.actor, sys.settings.command_timeout)
-    consistency.mark_written(
-        request, response, f"/v1/users/{written.id}", USERS.name, written.id, written.version
-    )
-    user = await blocking(partial(sys.identity.get, User, written.id), 5)
+    tenant_id = own_tenant(caller)
+    return await command(
+        request, response, caller, "user.create",
+        lambda s: s.identity.add_user(tenant_id, body.email, body.role, idempotency_key),
+        lambda s, w: _user(s.identity.get(User, w.id)),
+        wrote=lambda w: Wrote(f"/v1/users/{w.id}", USERS_VIEW.name, w.id, w.version),
+    )  # fmt: skip
+
+
+def _user(user: User) -> UserOut:
     return UserOut(id=user.id, tenant_id=user.tenant_id, email=user.email, role=user.role)
+
+
+def _grant(sys: System, caller: Principal, body: CreateKey) -> KeyGrant:
+    """The key's terms: for the caller or another user of the tenant, with that user's role."""
+    user_id = body.user_id or caller.user_id
+    assert user_id is not None  # an owner's key always belongs to a user
+    user = sys.identity.get(User, user_id)
+    tenant_scope(caller, user.tenant_id, "user")
+    return KeyGrant(
+        caller.tenant_id, user_id, user.role, body.read_only, body.name, body.expires_at
+    )
+
+
+def _key(grant: KeyGrant, issued: IssuedKey) -> KeyOut:
+    return KeyOut(
+        id=issued.id,
+        token=issued.token,
+        name=grant.name,
+        role=grant.role,
+        user_id=grant.user_id,
+        read_only=grant.read_only,
+        expires_at=grant.expires_at,
+    )
 
 
 @router.post(
@@ -231,34 +201,19 @@ async def create_user(
     responses=raises(NotFoundError, ValidationFailedError),
 )
 async def create_key(
-    body: CreateKey,
-    request: Request,
-    response: Response,
-    caller: Annotated[Principal, Depends(OWNER)],
+    body: CreateKey, request: Request, response: Response, caller: Owner
 ) -> KeyOut:
     """A new key for the caller or another user of the tenant, with that user's role."""
-    sys = system_of(request)
-    user_id = body.user_id or caller.user_id
-    assert user_id is not None
-    user = await blocking(partial(sys.identity.get, User, user_id), 5)
-    tenant_scope(caller, user.tenant_id, "user")
-    grant = KeyGrant(
-        caller.tenant_id, user_id, user.role, body.read_only, body.name, body.expires_at
-    )
-    command = partial(sys.identity.issue_key, grant, sys.clock())
-    issued = await dispatch(command, caller.actor, sys.settings.command_timeout)
-    consistency.mark_written(
-        request, response, f"/v1/api-keys/{issued.id}", API_KEYS.name, issued.id, issued.version
-    )
-    return KeyOut(
-        id=issued.id,
-        token=issued.token,
-        name=grant.name,
-        role=grant.role,
-        user_id=user_id,
-        read_only=grant.read_only,
-        expires_at=grant.expires_at,
-    )
+
+    def issue(s: System) -> tuple[KeyGrant, IssuedKey]:
+        grant = _grant(s, caller, body)
+        return grant, s.identity.issue_key(grant, s.clock())
+
+    return await command(
+        request, response, caller, "api_key.issue", issue,
+        lambda s, issued: _key(*issued),
+        wrote=lambda i: Wrote(f"/v1/api-keys/{i[1].id}", API_KEYS.name, i[1].id, i[1].version),
+    )  # fmt: skip
 
 
 @router.post(
@@ -268,16 +223,69 @@ async def create_key(
     responses=raises(NotFoundError, IntegrityError),
 )
 async def revoke_key(
-    key_id: UUID,
-    request: Request,
-    response: Response,
-    caller: Annotated[Principal, Depends(OWNER)],
+    key_id: UUID, request: Request, response: Response, caller: Owner
 ) -> RevokedOut:
     """Idempotent; the key stops working on its very next request."""
-    sys = system_of(request)
-    command = partial(sys.identity.revoke_key, key_id, caller.tenant_id, sys.clock())
-    written = await dispatch(command, caller.actor, sys.settings.command_timeout)
-    consistency.mark_written(
-        request, response, f"/v1/api-keys/{key_id}", API_KEYS.name, key_id, written.version
-    )
-    return RevokedOut(id=key_id, revoked=True)
+    return await command(
+        request, response, caller, "api_key.revoke",
+        lambda s: s.identity.revoke_key(key_id, caller.tenant_id, s.clock()),
+        lambda s, w: RevokedOut(id=key_id, revoked=True),
+        wrote=lambda w: Wrote(f"/v1/api-keys/{key_id}", API_KEYS.name, key_id, w.version),
+    )  # fmt: skip
+
+
+async def _page(
+    request: Request, spec: ListSpec, page: PageRequest, position: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    async with read_model(request, position) as conn:
+        found = await fetch_page(conn, spec, page)
+    return found.items, found.next_cursor
+
+
+@router.get("/users", response_model=UserPage, operation_id="listUsers")
+async def list_users(
+    request: Request,
+    caller: Owner,
+    role: TenantRole | None = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    direction: Direction = "asc",
+    position: PositionToken = None,
+) -> UserPage:
+    filters = {"role": role} if role else {}
+    page = PageRequest(caller.tenant_id, filters, None, direction, limit, cursor)
+    items, next_cursor = await _page(request, USERS, page, position)
+    return UserPage(items=[UserItem(**i) for i in items], next_cursor=next_cursor)
+
+
+@router.get("/api-keys", response_model=KeyPage, operation_id="listApiKeys")
+async def list_keys(
+    request: Request,
+    caller: Owner,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    direction: Direction = "asc",
+    position: PositionToken = None,
+) -> KeyPage:
+    """The tenant's keys without their secrets (those were shown once, at creation)."""
+    page = PageRequest(caller.tenant_id, {}, None, direction, limit, cursor)
+    items, next_cursor = await _page(request, KEYS, page, position)
+    return KeyPage(items=[KeyItem(**i) for i in items], next_cursor=next_cursor)
+
+
+@router.get("/audit-events", response_model=AuditPage, operation_id="listAuditEvents")
+async def list_audit_events(
+    request: Request,
+    caller: Annotated[Principal, Depends(AUDIT)],
+    type: Annotated[str | None, Query(max_length=200)] = None,
+    subject: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    direction: Direction = "asc",
+    position: PositionToken = None,
+) -> AuditPage:
+    """Every event of the tenant, with the actor (API key and user) that caused it."""
+    filters = {k: v for k, v in {"type": type, "subject": subject}.items() if v}
+    page = PageRequest(caller.tenant_id, filters, None, direction, limit, cursor)
+    items, next_cursor = await _page(request, AUDIT_EVENTS, page, position)
+    return AuditPage(items=[AuditItem(**i) for i in items], next_cursor=next_cursor)

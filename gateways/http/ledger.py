@@ -20,8 +20,8 @@ from domain.tenant import Tenant
 from gateways.http import consistency
 from gateways.http.auth import OPS_ONLY, Guard, system_of, tenant_scope
 from gateways.http.dispatch import blocking, dispatch
-from gateways.http.identity import Instant, PositionToken, RequiredIdempotencyKey
-from gateways.http.identity_lists import Cursor, Direction, Limit
+from gateways.http.models.common import Instant
+from gateways.http.plumbing import Cursor, Direction, Limit, PositionToken, RequiredIdempotencyKey
 from gateways.http.problems import ProblemError
 from gateways.http.responses import raises
 from gateways.http.text import text

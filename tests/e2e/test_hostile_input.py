@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from gateways.http.identity_lists import USERS
+from gateways.http.identity import USERS
 from gateways.http.ledger import POSTINGS
 from infra.bootstrap import System
 from infra.settings import Settings

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, StrictInt
 
 from domain.allocation import ACTIONS
 from domain.quota import MAX_LIMIT as MAX_QUOTA
-from gateways.http.models.catalog import ListQuery, Region, Strict
+from gateways.http.models.common import ListQuery, Region, Strict
 from gateways.http.text import text
 
 

@@ -1,6 +1,6 @@
-"""HTTP shapes of the catalog: request bodies, list queries and answers for SKUs, nodes and
-allocations. Money is integer micro-dollars; counts are strict integers (no ``true``, no
-``2.0``), as the domain wants them."""
+"""HTTP shapes of the catalog: request bodies, list queries and answers for SKUs and nodes.
+Money is integer micro-dollars; counts are strict integers (no ``true``, no ``2.0``), as the
+domain wants them."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ from uuid import UUID
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StrictInt,
-    StringConstraints,
     WithJsonSchema,
 )
 
@@ -26,11 +24,9 @@ from domain.catalog import (
     MAX_PRICE,
     MAX_SKU_GPUS,
 )
+from gateways.http.models.common import ListQuery, Region, Strict
 from gateways.http.text import text
-from projections.pagination import DEFAULT_LIMIT, MAX_CURSOR_CHARS, MAX_LIMIT, PageRequest
 
-REGION = r"^[a-z]{2,}(-[a-z]+)+-[0-9]{1,2}$"
-Region = Annotated[str, StringConstraints(pattern=REGION), Field(examples=["eu-west-1"])]
 Model = Annotated[str, text(64, min_length=1, examples=["NVIDIA H100 80GB HBM3"])]
 DIGITS = r"^[0-9]{1,12}$"
 MicroDollars = Annotated[
@@ -50,10 +46,6 @@ MicroDollars = Annotated[
     ),
 ]
 NodeState = Literal["active", "draining", "offline"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class CreateSku(Strict):
@@ -154,25 +146,6 @@ class SkuPage(BaseModel):
 class NodePage(BaseModel):
     items: list[NodeOut]
     next_cursor: str | None
-
-
-class ListQuery(BaseModel):
-    """Keyset pagination: send a page's ``next_cursor`` back, with the same filters and sort."""
-
-    model_config = ConfigDict(extra="forbid")
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(
-        default=None, max_length=MAX_CURSOR_CHARS, description="next_cursor of a page"
-    )
-    direction: Literal["asc", "desc"] = "asc"
-    sort: str = "created_at"
-
-    def filters(self) -> dict[str, Any]:
-        return {}
-
-    def page(self, tenant_id: UUID | None) -> PageRequest:
-        filters = {k: v for k, v in self.filters().items() if v is not None}
-        return PageRequest(tenant_id, filters, self.sort, self.direction, self.limit, self.cursor)
 
 
 class SkuQuery(ListQuery):
