@@ -20,6 +20,7 @@ that step, so the saga can repeat any step after a crash.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -46,6 +47,16 @@ HOLD_MARGIN = timedelta(minutes=10)  # a runway hold outlives the provisioning d
 MAX_COUNT = 64
 
 
+@dataclass(frozen=True)
+class Admission:
+    """The admission policy a request meets unless it names its own: the GPU quota of a tenant
+    with no limit of its own, and the minutes of price the runway hold covers. Given once, by
+    the composition root, from settings."""
+
+    quota_gpus: int = 16
+    runway_minutes: int = 10
+
+
 class Allocations(ContextApplication):
     """The compute context's application: one notification log, relayed to compute.*."""
 
@@ -57,18 +68,30 @@ class Allocations(ContextApplication):
     # every window billed is an event; a billing worker that restarts replays at most 9 per
     # allocation (the next minutes' passes start from what it saved)
     snapshotting_intervals = {Allocation: 10}
+    admission = Admission()
 
     def bind(
-        self, inventory: ContextApplication, ledgers: ContextApplication, save: AtomicSave
+        self,
+        inventory: ContextApplication,
+        ledgers: ContextApplication,
+        save: AtomicSave,
+        admission: Admission = Admission(),
     ) -> None:
-        """Wire the other contexts a command touches (done by the composition root)."""
+        """Wire the other contexts a command touches and the admission policy (done by the
+        composition root)."""
         self.inventory, self.ledgers, self.uow = inventory, ledgers, UnitOfWork(save)
+        self.admission = admission
 
     def request(
         self, *, tenant_id: UUID, sku_id: UUID, region: str, count: int, name: str | None,
-        key: str, now: datetime, quota_gpus: int, runway_minutes: int,
-        deadline_seconds: int | None = None,
+        key: str, now: datetime, quota_gpus: int | None = None,
+        runway_minutes: int | None = None, deadline_seconds: int | None = None,
     ) -> Written:  # fmt: skip
+        """Admit an allocation. ``quota_gpus`` and ``runway_minutes`` default to the bound
+        `Admission`; a test or an operator's tool may name its own."""
+        quota_gpus = self.admission.quota_gpus if quota_gpus is None else quota_gpus
+        if runway_minutes is None:
+            runway_minutes = self.admission.runway_minutes
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
             raise ValidationFailedError(f"count must be an integer from 1 to {MAX_COUNT}")
         digest = request_hash(sku_id=sku_id, region=region, count=count, name=name)

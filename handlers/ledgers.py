@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
@@ -107,12 +107,10 @@ class Ledgers(ContextApplication):
     def credit(
         self, tenant_id: UUID, key: str, amount: int, now: datetime, source: str = "payment"
     ) -> Receipt:
-        """Money in. Opens the ledger (floor 0) if it is not open yet."""
-        try:
-            return self._decide(tenant_id, lambda ledger: ledger.credit(key, amount, now, source))
-        except NotFoundError:
-            self._open_once(Ledger.open(tenant_id, now))
-        return self._decide(tenant_id, lambda ledger: ledger.credit(key, amount, now, source))
+        """Money in. A first posting opens the ledger (floor 0), in the same transaction."""
+        return self._decide(
+            tenant_id, lambda ledger: ledger.credit(key, amount, now, source), opening=now
+        )
 
     def debit(self, tenant_id: UUID, key: str, amount: int, now: datetime) -> Receipt:
         return self._decide(tenant_id, lambda ledger: ledger.debit(key, amount, now))
@@ -140,7 +138,9 @@ class Ledgers(ContextApplication):
     def adjust(self, tenant_id: UUID, key: str, amount: int, reason: str, now: datetime) -> Receipt:
         """An operator's correction; ``key`` is the operator's, kept in the clients' namespace."""
         kept = client_key(key)
-        return self._decide(tenant_id, lambda ledger: ledger.adjust(kept, amount, reason, now))
+        return self._decide(  # a first adjustment opens the ledger
+            tenant_id, lambda ledger: ledger.adjust(kept, amount, reason, now), opening=now
+        )
 
     def expire_holds(self, due: Sequence[tuple[UUID, str]], now: datetime) -> int:
         """Expire many holds (``(tenant id, hold id)`` each) in one transaction; how many
@@ -200,14 +200,24 @@ class Ledgers(ContextApplication):
         outcomes = self._decided([(ledger_id_of(t), decide) for t, decide in decisions])
         return [o.error if isinstance(o, _Refused) else o for o in outcomes]
 
-    def _decide(self, tenant_id: UUID, decide: Callable[[Ledger], R]) -> R:
-        """Load, decide, save (a recorded refusal too), retried on lost races; then answer."""
-        [outcome] = self._decided([(ledger_id_of(tenant_id), decide)])
+    def _decide(
+        self, tenant_id: UUID, decide: Callable[[Ledger], R], opening: datetime | None = None
+    ) -> R:
+        """Load, decide, save (a recorded refusal too), retried on lost races; then answer.
+        With ``opening``, a ledger not open yet is opened then (floor 0) and saved with the
+        decision in one transaction; without it, a missing ledger is refused."""
+        ledger_id = ledger_id_of(tenant_id)
+        opens = {} if opening is None else {ledger_id: lambda: Ledger.open(tenant_id, opening)}
+        [outcome] = self._decided([(ledger_id, decide)], opens)
         if isinstance(outcome, _Refused):
             raise outcome.error
         return outcome
 
-    def _decided(self, decisions: list[tuple[UUID, Callable[[Ledger], R]]]) -> list[R | _Refused]:
+    def _decided(
+        self,
+        decisions: list[tuple[UUID, Callable[[Ledger], R]]],
+        opens: Mapping[UUID, Callable[[], Ledger]] | None = None,
+    ) -> list[R | _Refused]:
         """Decide on the ledgers as last saved here, save once, retried on lost races; then
         decide again, on fresh ledgers, what was decided on ledgers this batch did not write
         (module docstring). Threads of this process queue on the ledgers' lock stripes."""
@@ -216,24 +226,35 @@ class Ledgers(ContextApplication):
         with contextlib.ExitStack() as held:
             for stripe in stripes:
                 held.enter_context(self._stripes[stripe])
-            outcomes, unchecked = self._retried(ids, lambda: self._attempt(decisions, True))
+            outcomes, unchecked = self._retried(
+                ids, lambda: self._attempt(decisions, True, opens or {})
+            )
             if unchecked:
                 again = [n for n, (ledger_id, _) in enumerate(decisions) if ledger_id in unchecked]
                 redo = [decisions[n] for n in again]
-                fresh, _ = self._retried(list(unchecked), lambda: self._attempt(redo, False))
+                fresh, _ = self._retried(
+                    list(unchecked), lambda: self._attempt(redo, False, opens or {})
+                )
                 for n, outcome in zip(again, fresh, strict=True):
                     outcomes[n] = outcome
         return outcomes
 
     def _attempt(
-        self, decisions: list[tuple[UUID, Callable[[Ledger], R]]], trust: bool
+        self,
+        decisions: list[tuple[UUID, Callable[[Ledger], R]]],
+        trust: bool,
+        opens: Mapping[UUID, Callable[[], Ledger]],
     ) -> tuple[list[R | _Refused], set[UUID]]:
-        """One try: the outcomes, and the ledgers decided on as cached that nothing wrote."""
+        """One try: the outcomes, and the ledgers decided on as cached that nothing wrote. A
+        missing ledger named in ``opens`` is opened here (a concurrent opening then loses the
+        save's race and the retry reads it)."""
         ledgers, cached = self._load([i for i, _ in decisions], trust)
         outcomes: list[R | _Refused] = []
         for ledger_id, decide in decisions:
             try:
                 ledger = ledgers.get(ledger_id)
+                if ledger is None and ledger_id in opens:
+                    ledger = ledgers[ledger_id] = opens[ledger_id]()
                 if ledger is None:
                     raise NotFoundError(f"ledger {ledger_id} not found")
                 outcomes.append(decide(ledger))

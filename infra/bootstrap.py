@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 from eventsourcing.application import Application
 from psycopg_pool import AsyncConnectionPool
 
-from handlers.allocations import Allocations
+from handlers.allocations import Admission, Allocations
 from handlers.identity import Identity
 from handlers.inventory import Inventory
 from handlers.ledgers import Ledgers
@@ -102,7 +102,8 @@ def build_system(settings: Settings, clock: Clock = wall_clock) -> System:
         inventory = open_app(Inventory, url, schema, settings.pg_connect_timeout)
         ledgers = open_app(Ledgers, url, schema, settings.pg_connect_timeout)
         compute = open_app(Allocations, url, schema, settings.pg_connect_timeout)
-    compute.bind(inventory, ledgers, save_together)
+    admission = Admission(settings.tenant_gpu_quota, settings.runway_minutes)
+    compute.bind(inventory, ledgers, save_together, admission)
     pool = async_pool(url, schema)
     key = signing_key(url, schema)
     return System(settings, identity, inventory, ledgers, compute, pool, clock, key)

@@ -27,7 +27,7 @@ def show_quota(tenant: TenantOption, data_dir: DataDir = None, json_out: JsonOut
         with refusals():
             system.identity.get(Tenant, tenant)
             quota = system.compute.quota(tenant)
-        show(json_out, _view(tenant, quota, system.settings.tenant_gpu_quota))
+        show(json_out, _view(tenant, quota, system.compute.admission.quota_gpus))
     finally:
         system.close_write_side()
 
@@ -52,7 +52,7 @@ def set_quota(
         with refusals(), event_metadata(actor="cli:ops", correlation_id=f"cli-{uuid4()}"):
             system.identity.get(Tenant, tenant)
             quota = system.compute.set_quota(tenant, None if default else gpus)
-        show(json_out, _view(tenant, quota, system.settings.tenant_gpu_quota))
+        show(json_out, _view(tenant, quota, system.compute.admission.quota_gpus))
     finally:
         system.close_write_side()
 

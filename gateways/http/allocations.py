@@ -106,7 +106,6 @@ async def request_allocation(
         lambda s: s.compute.request(
             tenant_id=tenant, sku_id=body.sku_id, region=body.region, count=body.count,
             name=body.name, key=idempotency_key, now=s.clock(),
-            quota_gpus=s.settings.tenant_gpu_quota, runway_minutes=s.settings.runway_minutes,
         ),
         lambda s, written: _view(s.compute.allocation(written.id)),
         lambda w: Wrote(f"/v1/allocations/{w.id}", read.ALLOCATIONS.name, w.id, w.version),
@@ -210,7 +209,7 @@ async def usage(
 
 
 def _quota_view(sys: System, tenant_id: UUID, quota: GpuQuota | None) -> QuotaOut:
-    limit, in_use, is_default = standing(quota, sys.settings.tenant_gpu_quota)
+    limit, in_use, is_default = standing(quota, sys.compute.admission.quota_gpus)
     return QuotaOut(tenant_id=tenant_id, gpus_limit=limit, gpus_in_use=in_use, default=is_default)
 
 

@@ -3,28 +3,44 @@ auditors; adjustments for ops. Money is integer micro-dollars, as a string in re
 
 from __future__ import annotations
 
-from datetime import datetime
-from functools import partial
-from typing import Annotated, Literal
+from typing import Annotated
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from domain.errors import NotFoundError, ValidationFailedError
 from domain.identity import Principal
 from domain.ledger_hash import ledger_id_of
 from domain.ledger_terms import InsufficientFundsError, Receipt
 from domain.tenant import Tenant
-from gateways.http import consistency
-from gateways.http.auth import OPS_ONLY, Guard, system_of, tenant_scope
-from gateways.http.dispatch import blocking, dispatch
+from gateways.http.auth import OPS_ONLY, Guard, tenant_scope
 from gateways.http.models.common import Instant
-from gateways.http.plumbing import Cursor, Direction, Limit, PositionToken, RequiredIdempotencyKey
+from gateways.http.models.ledger import (
+    Adjustment,
+    BalancesOut,
+    HoldItem,
+    HoldPage,
+    HoldState,
+    Kind,
+    PlatformAccount,
+    PostingItem,
+    PostingPage,
+    ReceiptOut,
+)
+from gateways.http.plumbing import (
+    Cursor,
+    Direction,
+    Limit,
+    PositionToken,
+    RequiredIdempotencyKey,
+    Wrote,
+    command,
+    read_model,
+)
 from gateways.http.problems import ProblemError
 from gateways.http.responses import raises
-from gateways.http.text import text
+from infra.bootstrap import System
 from projections import ledger as read
 from projections.pagination import DEFAULT_LIMIT, ListSpec, PageRequest, fetch_page
 
@@ -32,7 +48,6 @@ router = APIRouter(prefix="/v1")
 TENANT_REQUIRED = (400, "tenant-required")
 LEDGER_READERS = Guard("owner", "billing", "auditor", "ops")
 Readers = Annotated[Principal, Depends(LEDGER_READERS)]
-Kind = Literal["credit", "debit", "refund", "adjust", "hold", "capture", "void", "expire"]
 POSTINGS = ListSpec(
     "ledger_postings",
     ("id", "tenant_id", "version", "kind", "key", "debit_account", "credit_account", "amount",
@@ -44,67 +59,6 @@ HOLDS = ListSpec(
     ("id", "tenant_id", "amount", "state", "expires_at", "placed_at", "closed_at"),
     ("placed_at",),
 )
-
-
-class BalancesOut(BaseModel):
-    tenant_id: UUID
-    posted: int = Field(description="integer micro-dollars")
-    held: int
-    available: int
-    floor: int
-    depleted: bool
-
-
-class PostingItem(BaseModel):
-    id: UUID
-    version: int
-    kind: str
-    key: str
-    debit_account: str
-    credit_account: str
-    amount: int
-    hold_id: str | None
-    at: datetime
-    hash: str
-
-
-class PostingPage(BaseModel):
-    items: list[PostingItem]
-    next_cursor: str | None
-
-
-class HoldItem(BaseModel):
-    id: str
-    amount: int
-    state: str
-    expires_at: datetime
-    placed_at: datetime
-    closed_at: datetime | None
-
-
-class HoldPage(BaseModel):
-    items: list[HoldItem]
-    next_cursor: str | None
-
-
-class Adjustment(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    amount: str = Field(
-        pattern=r"^-?([1-9][0-9]{0,14}|1000000000000000)$",  # 1 to 1e15 micro-dollars
-        description="integer micro-dollars as a string; negative debits the tenant",
-        examples=["5000000", "-250000"],
-    )
-    reason: str = text(500, min_length=1)
-
-
-class ReceiptOut(BaseModel):
-    ledger_id: UUID
-    key: str
-    kind: str
-    amount: int
-    version: int
-    hash: str
-    replayed: bool
 
 
 def _tenant(caller: Principal, tenant_id: UUID | None) -> UUID:
@@ -124,7 +78,7 @@ async def get_ledger(
     request: Request, caller: Readers, tenant_id: TenantParam = None, position: PositionToken = None
 ) -> BalancesOut:
     tenant = _tenant(caller, tenant_id)
-    async with consistency.read_model(request, position) as conn:
+    async with read_model(request, position) as conn:
         row = await read.balances(conn, tenant)
     if row is None:  # no money ever moved: an empty ledger with the default floor
         row = {"posted": 0, "held": 0, "available": 0, "floor": 0, "depleted": False}
@@ -152,7 +106,7 @@ async def list_postings(
     tenant = _tenant(caller, tenant_id)
     filters = {"kind": kind} if kind else {}
     page = PageRequest(tenant, filters, None, direction, limit, cursor, since, until)
-    async with consistency.read_model(request, position) as conn:
+    async with read_model(request, position) as conn:
         found = await fetch_page(conn, POSTINGS, page)
     return PostingPage(items=[PostingItem(**i) for i in found.items], next_cursor=found.next_cursor)
 
@@ -164,7 +118,7 @@ async def list_holds(
     request: Request,
     caller: Readers,
     tenant_id: TenantParam = None,
-    state: Literal["open", "captured", "voided", "expired"] | None = None,
+    state: HoldState | None = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
     direction: Direction = "asc",
@@ -172,7 +126,7 @@ async def list_holds(
 ) -> HoldPage:
     tenant = _tenant(caller, tenant_id)
     page = PageRequest(tenant, {"state": state} if state else {}, None, direction, limit, cursor)
-    async with consistency.read_model(request, position) as conn:
+    async with read_model(request, position) as conn:
         found = await fetch_page(conn, HOLDS, page)
     return HoldPage(items=[HoldItem(**i) for i in found.items], next_cursor=found.next_cursor)
 
@@ -192,34 +146,23 @@ async def adjust(
     caller: Annotated[Principal, Depends(OPS_ONLY)],
     idempotency_key: RequiredIdempotencyKey,
 ) -> ReceiptOut:
-    """Ops correct a balance with a reason; the same key again answers the same receipt."""
-    sys = system_of(request)
-    now = sys.clock()
-    await blocking(partial(sys.identity.get, Tenant, tenant_id), sys.settings.command_timeout)
+    """Ops correct a balance with a reason; the same key again answers the same receipt. A
+    first adjustment opens the tenant's ledger (the handler's rule)."""
 
-    def open_and_adjust() -> Receipt:
-        sys.ledgers.open(tenant_id, now)  # idempotent: a first adjustment opens the ledger
-        return sys.ledgers.adjust(tenant_id, idempotency_key, int(body.amount), body.reason, now)
-
-    receipt = await dispatch(open_and_adjust, caller.actor, sys.settings.command_timeout)
     location = f"/v1/ledger?tenant_id={tenant_id}"
-    consistency.mark_written(
-        request, response, location, read.LEDGER.name, ledger_id_of(tenant_id), receipt.version
-    )
-    return ReceiptOut(
-        ledger_id=receipt.ledger_id,
-        key=receipt.key,
-        kind=receipt.kind,
-        amount=receipt.amount,
-        version=receipt.version,
-        hash=receipt.hash,
-        replayed=receipt.replayed,
-    )
 
+    def run(s: System) -> Receipt:
+        s.identity.get(Tenant, tenant_id)  # 404 for a tenant that does not exist
+        return s.ledgers.adjust(
+            tenant_id, idempotency_key, int(body.amount), body.reason, s.clock()
+        )
 
-class PlatformAccount(BaseModel):
-    account: str
-    balance: int = Field(description="integer micro-dollars; credits minus debits")
+    return await command(
+        request, response, caller, "ledger.adjust", run,
+        lambda s, receipt: ReceiptOut.of(receipt),
+        lambda r: Wrote(location, read.LEDGER.name, ledger_id_of(tenant_id), r.version),
+        created=lambda receipt: not receipt.replayed,
+    )  # fmt: skip
 
 
 @router.get(
@@ -228,10 +171,12 @@ class PlatformAccount(BaseModel):
     operation_id="listPlatformAccounts",
 )
 async def platform_accounts(
-    request: Request, caller: Annotated[Principal, Depends(OPS_ONLY)]
+    request: Request,
+    caller: Annotated[Principal, Depends(OPS_ONLY)],
+    position: PositionToken = None,
 ) -> list[PlatformAccount]:
     """The platform's side of every posting (revenue, payment clearing, promotional credit,
     adjustments): kept by a projection, off the tenants' hot path."""
-    async with system_of(request).pool.connection() as conn:
+    async with read_model(request, position) as conn:
         rows = await read.platform_balances(conn)
     return [PlatformAccount(account=a, balance=b) for a, b in rows]

@@ -10,16 +10,18 @@ from uuid import UUID
 from handlers.allocations import Allocations
 from handlers.base import Written
 from infra.bootstrap import System, build_system
+from infra.memory import MemoryWriteSide
 from infra.settings import Settings
 from tests.clock import TestClock
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)  # where the world's clock starts
 PRICE = 3_600_000  # $3.60 per GPU-hour: 1,000 micro-dollars per GPU-second
+WriteSide = System | MemoryWriteSide  # the same applications, on PostgreSQL or in memory
 
 
 @dataclass
 class World:
-    system: System
+    system: WriteSide
     tenant: UUID
     sku: UUID
     nodes: list[UUID]
@@ -47,7 +49,7 @@ def write_side(database_url: str, schema: str) -> System:
 
 
 def stage(
-    system: System, credit: int, node_gpus: tuple[int, ...] = (4,), sku_gpus: int = 1
+    system: WriteSide, credit: int, node_gpus: tuple[int, ...] = (4,), sku_gpus: int = 1
 ) -> World:
     now = system.clock()
     tenant = system.identity.create_tenant("acme", None, now).tenant.id

@@ -11,7 +11,9 @@ from psycopg import AsyncConnection
 
 from infra.bootstrap import System
 from infra.db import conninfo, migrate
-from tests.integration.allocation_world import write_side
+from infra.memory import build_memory_write_side
+from tests.clock import TestClock
+from tests.integration.allocation_world import NOW, WriteSide, write_side
 
 
 @pytest.fixture
@@ -21,6 +23,16 @@ def clocked_system(database_url: str, schema: str) -> Iterator[System]:
     built = write_side(database_url, schema)
     yield built
     built.close_write_side()
+
+
+@pytest.fixture(params=["postgres", "memory"])
+def each_write_side(request: pytest.FixtureRequest) -> Iterator[WriteSide]:
+    """The same tests on both write sides: PostgreSQL (``clocked_system``) and the in-memory
+    one (infra/memory.py), so the saga's and reconciler's rules are checked on each."""
+    if request.param == "memory":
+        yield build_memory_write_side(TestClock(NOW))
+        return
+    yield request.getfixturevalue("clocked_system")
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""The provisioning saga against real PostgreSQL: failures, deadlines, and a worker killed
-between any two steps finish every allocation exactly once."""
+"""The provisioning saga on both write sides (PostgreSQL and in memory): failures, deadlines,
+and a worker killed between any two steps finish every allocation exactly once."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 
 from domain.allocation import Allocation
 from handlers.provisioning import Provisioning, StepFailedError
-from infra.bootstrap import System
-from tests.integration.allocation_world import World, stage
+from tests.integration.allocation_world import World, WriteSide, stage
 from tests.integration.fake_node import Crash, FakeNode
 
 pytestmark = pytest.mark.integration
@@ -52,9 +51,9 @@ def settled_once(world: World, allocation_id: UUID) -> None:
 
 
 async def test_a_driver_error_fails_with_provider_error_and_compensates(
-    clocked_system: System,
+    each_write_side: WriteSide,
 ) -> None:
-    world, node = stage(clocked_system, credit=10_000_000), FakeNode(refuse="provision")
+    world, node = stage(each_write_side, credit=10_000_000), FakeNode(refuse="provision")
     a = world.request().id
     assert await drive(saga(world, node), a, "failed") == "failed"
     allocation = world.compute.allocation(a)
@@ -64,9 +63,9 @@ async def test_a_driver_error_fails_with_provider_error_and_compensates(
 
 
 async def test_a_driver_hanging_past_the_deadline_fails_with_provisioning_timeout(
-    clocked_system: System,
+    each_write_side: WriteSide,
 ) -> None:
-    world, node = stage(clocked_system, credit=10_000_000), FakeNode(hang="provision")
+    world, node = stage(each_write_side, credit=10_000_000), FakeNode(hang="provision")
     a = world.request(now=world.clock() - timedelta(seconds=299.5)).id  # deadline 300 s
     provisioning = saga(world, node)
     assert await drive(provisioning, a, "failed") == "failed"
@@ -75,9 +74,9 @@ async def test_a_driver_hanging_past_the_deadline_fails_with_provisioning_timeou
 
 
 async def test_a_release_the_node_does_not_confirm_is_retried_until_it_does(
-    clocked_system: System,
+    each_write_side: WriteSide,
 ) -> None:
-    world, node = stage(clocked_system, credit=10_000_000), FakeNode()
+    world, node = stage(each_write_side, credit=10_000_000), FakeNode()
     a = world.request().id
     provisioning = saga(world, node)
     await drive(provisioning, a, "running")
@@ -102,9 +101,9 @@ CRASH_POINTS = [
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
 async def test_a_worker_killed_after_any_step_finishes_the_allocation_once(
-    clocked_system: System, point: str, monkeypatch: pytest.MonkeyPatch
+    each_write_side: WriteSide, point: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world, node = stage(clocked_system, credit=10_000_000), FakeNode()
+    world, node = stage(each_write_side, credit=10_000_000), FakeNode()
     a = world.request().id
     if point.startswith("driver:"):
         node.crash_after = point.removeprefix("driver:")
@@ -119,8 +118,8 @@ async def test_a_worker_killed_after_any_step_finishes_the_allocation_once(
     settled_once(world, a)
 
 
-async def test_duplicate_and_reordered_triggers_change_nothing(clocked_system: System) -> None:
-    world, node = stage(clocked_system, credit=10_000_000), FakeNode()
+async def test_duplicate_and_reordered_triggers_change_nothing(each_write_side: WriteSide) -> None:
+    world, node = stage(each_write_side, credit=10_000_000), FakeNode()
     a = world.request().id
     provisioning = saga(world, node)
     await drive(provisioning, a, "running")

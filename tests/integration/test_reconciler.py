@@ -1,4 +1,5 @@
-"""The reconciler against real PostgreSQL: orphans released, lost instances failed."""
+"""The reconciler on both write sides (PostgreSQL and in memory): orphans released, lost
+instances failed."""
 
 from __future__ import annotations
 
@@ -8,16 +9,17 @@ import pytest
 
 from handlers.ports import DriverError, InstanceSpec
 from handlers.reconciler import Reconciler
-from infra.bootstrap import System
-from tests.integration.allocation_world import stage
+from tests.integration.allocation_world import WriteSide, stage
 from tests.integration.fake_node import FakeNode
 from tests.integration.test_provisioning_saga import drive, saga
 
 pytestmark = pytest.mark.integration
 
 
-async def test_an_instance_without_a_live_allocation_is_released(clocked_system: System) -> None:
-    world, node = stage(clocked_system, credit=10_000_000), FakeNode()
+async def test_an_instance_without_a_live_allocation_is_released(
+    each_write_side: WriteSide,
+) -> None:
+    world, node = stage(each_write_side, credit=10_000_000), FakeNode()
     kept = world.request().id
     await drive(saga(world, node), kept, "running")
     orphan = InstanceSpec(uuid4(), world.tenant, world.nodes[0], None, (3,))
@@ -32,9 +34,9 @@ async def test_an_instance_without_a_live_allocation_is_released(clocked_system:
 
 
 async def test_a_running_allocation_whose_instance_vanished_fails_and_stops_billing(
-    clocked_system: System,
+    each_write_side: WriteSide,
 ) -> None:
-    world, node = stage(clocked_system, credit=10_000_000), FakeNode()
+    world, node = stage(each_write_side, credit=10_000_000), FakeNode()
     lost, fine = world.request().id, world.request().id
     for a in (lost, fine):
         await drive(saga(world, node), a, "running")
@@ -54,8 +56,8 @@ async def test_a_running_allocation_whose_instance_vanished_fails_and_stops_bill
     assert world.compute.allocation(fine).state == "running"
 
 
-async def test_an_unreachable_node_fails_nobody(clocked_system: System) -> None:
-    world, node = stage(clocked_system, credit=10_000_000), FakeNode()
+async def test_an_unreachable_node_fails_nobody(each_write_side: WriteSide) -> None:
+    world, node = stage(each_write_side, credit=10_000_000), FakeNode()
     a = world.request().id
     await drive(saga(world, node), a, "running")
 

@@ -76,12 +76,13 @@ _STORED = st.recursive(
 )  # fmt: skip
 
 
-@given(st.dictionaries(st.text(), _STORED, max_size=6))
+@given(st.dictionaries(st.text().filter(lambda k: k != META_KEY), _STORED, max_size=6))
 @example({"big": 2**70 + 1, "small": -(2**64) - 1})
 @example({"nested": [{"_type_": "uuid_hex", "_data_": uuid4().hex}]})
 def test_the_fast_decoder_reads_what_the_library_reads(state: dict[str, object]) -> None:
     """The transcoder parses with orjson and revives transcoded values itself: whatever was
-    stored, it must give what eventsourcing's own decoder gives."""
+    stored, it must give what eventsourcing's own decoder gives (but the metadata key, which
+    it takes out of the state on purpose and no aggregate's state uses)."""
     transcoder = MetadataTranscoder()
     transcoder.register(UUIDAsHex())
     transcoder.register(DatetimeAsISO())
