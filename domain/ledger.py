@@ -5,8 +5,9 @@
   platform accounts (domain/ledger_hash.py) are projections of these legs. Hold, void and
   expire events carry the legs of the pending posting but move no posted money.
 - ``available = posted - held``. A debit, hold, refund or negative adjustment never takes it
-  below ``floor``. The check runs here, against the loaded version; the store refuses a save
-  at a version another writer took, and the handler reloads and decides again.
+  below ``floor``; a claw-back (the provider already took the money back) may. The check runs
+  here, against the loaded version; the store refuses a save at a version another writer
+  took, and the handler reloads and decides again.
 - ``BalanceDepleted`` is recorded once when available drops from above the floor to at or
   below it, and ``BalanceRestored`` once when it comes back above.
 - Every posting has an idempotency key, and the outcome of each key is kept: the same request
@@ -75,6 +76,7 @@ class Ledger(Aggregate):
         ev.PostingRejected,
     )
     BalanceDepleted, BalanceRestored = ev.BalanceDepleted, ev.BalanceRestored
+    ClawedBack = ev.ClawedBack
 
     @staticmethod
     def create_id(tenant_id: UUID) -> UUID:
@@ -235,6 +237,17 @@ class Ledger(Aggregate):
             return replayed
         self._cover(key, "refund", request, amount, now)
         return self._post(self.Refunded, key, request, (self.cash, PAYMENT_CLEARING, amount), now)
+
+    def claw_back(self, key: str, amount: int, reason: str, now: datetime) -> Receipt:
+        """A refund or chargeback the payment provider already made: tenant cash to payment
+        clearing, posted whatever the balance (it may go below the floor, and then
+        ``BalanceDepleted`` is recorded on the crossing, so force release follows)."""
+        amount, why = check_amount(amount), check_reason(reason)
+        request = self._request(key, now, "clawback", amount=amount, reason=why)
+        if (replayed := self._replay(key, request)) is not None:
+            return replayed
+        legs = (self.cash, PAYMENT_CLEARING, amount)
+        return self._post(self.ClawedBack, key, request, legs, now, reason=why)
 
     def adjust(self, key: str, amount: int, reason: str, now: datetime) -> Receipt:
         """Ops: a signed correction against ``platform:adjustments``. A negative one debits

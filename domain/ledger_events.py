@@ -95,6 +95,15 @@ class Adjusted(Posting):
     reason: str
 
 
+class ClawedBack(Posting):
+    """Money the payer took back (a refund or a chargeback made at the payment provider):
+    tenant cash to payment clearing, and never refused, not even below the floor, because the
+    money is gone whether the ledger agrees or not. ``reason`` says which (refund, dispute)."""
+
+    TOPIC, KIND = T + "ClawedBack", "clawback"
+    reason: str
+
+
 class HoldPlaced(Posting):
     """Reserves ``amount``: it leaves available, but no posted money moves."""
 

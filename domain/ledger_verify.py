@@ -242,13 +242,27 @@ def _posting(r: _Replay, s: State, kind: str, tenant_pays: bool | None) -> str |
     return None
 
 
-def _moved(r: _Replay, s: State, kind: str, tenant_pays: bool | None) -> str | None:
+def _moved(
+    r: _Replay, s: State, kind: str, tenant_pays: bool | None, floor_checked: bool = True
+) -> str | None:
+    """A posting that moves posted money. One the tenant pays may not take the available
+    balance below the floor, but a capture (``floor_checked`` False): it moves money already
+    held, checked when the hold was placed, so it lowers nothing even when a claw-back took
+    the balance below the floor since."""
     what = _posting(r, s, kind, tenant_pays)
     if what is None:
         paid = s["debit_account"] == r.cash
         r.posted += -s["amount"] if paid else s["amount"]
-        if paid and r.posted - r.held < r.floor:
+        if paid and floor_checked and r.posted - r.held < r.floor:
             return "the available balance went below the floor"
+    return what
+
+
+def _clawed_back(r: _Replay, s: State) -> str | None:
+    """Like a refund, but the one posting allowed below the floor."""
+    what = _posting(r, s, "clawback", True)
+    if what is None:
+        r.posted -= s["amount"]
     return what
 
 
@@ -284,7 +298,7 @@ def _captured(r: _Replay, s: State) -> str | None:
     if s["released"] != held - s["amount"]:
         return "released is not the rest of the hold"
     r.holds[s["hold_id"]], r.held = None, r.held - held
-    return _moved(r, s, "capture", True)
+    return _moved(r, s, "capture", True, floor_checked=False)
 
 
 def _released(kind: str) -> Callable[[_Replay, State], str | None]:
@@ -339,6 +353,7 @@ _CHECKS: dict[str, Callable[[_Replay, State], str | None]] = {
     "Debited": _debited,
     "Refunded": lambda r, s: _moved(r, s, "refund", True),
     "Adjusted": lambda r, s: _moved(r, s, "adjust", None),
+    "ClawedBack": _clawed_back,
     "HoldPlaced": _held,
     "HoldCaptured": _captured,
     "HoldVoided": _released("void"),

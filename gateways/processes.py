@@ -20,9 +20,11 @@ from infra.db import async_pool, migrate
 from infra.observability import setup_tracing
 from infra.relay import AdvisoryLock, Relay, RelayPositions
 from infra.settings import Settings
+from infra.stripe_standin import StandInOptions, StripeStandIn
 from infra.topics import ensure_topics
 from workers import allocations as allocation_jobs
 from workers import jobs
+from workers import payments as payment_jobs
 
 log = logging.getLogger("gpucloud")
 
@@ -115,7 +117,8 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Hosts the periodic jobs and the process managers: hold expiry, the provisioning saga,
-    billing, the force-release policy, the reconciler and the rate-limit table's cleanup."""
+    billing, the force-release policy, the reconciler, the payments process manager (Stripe
+    events from the webhook's inbox) and the rate-limit table's cleanup."""
     stop = stop or stop_on_signals()
     serve_metrics(settings)
     system = build_system(settings)
@@ -131,12 +134,34 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         (fast, partial(allocation_jobs.depletion_pass, system)),
         (every, partial(allocation_jobs.billing_pass, system)),
         (settings.reconcile_seconds, partial(allocation_jobs.reconcile_pass, system, reconciler)),
+        (settings.payments_poll_seconds, partial(payment_jobs.payments_pass, system)),
     ]
     log.info("worker started: saga every %.1f s, billing every %.0f s", fast, every)
     try:
         await asyncio.gather(*(jobs.run_every(seconds, job, stop) for seconds, job in loops))
     finally:
         await system.close()
+
+
+async def run_stripe_standin(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """The Stripe stand-in (a development and test tool) where ``GPUCLOUD_STRIPE_API_BASE``
+    points, delivering signed webhooks to this deployment's API."""
+    stop = stop or stop_on_signals()
+    port = int(settings.stripe_api_base.rsplit(":", 1)[1].split("/")[0])
+    hook = f"http://{settings.api_host}:{settings.api_port}/v1/webhooks/stripe"
+    secret = (settings.webhook_secrets or ["whsec_standin"])[0]
+    options = StandInOptions(
+        secret_key=settings.stripe_secret_key or "sk_test_standin",
+        webhook_url=hook,
+        webhook_secret=secret,
+    )
+    stand_in = StripeStandIn(options)
+    await stand_in.start(port=port)
+    log.info("Stripe stand-in (development tool) on %s, webhooks to %s", stand_in.url, hook)
+    try:
+        await stop.wait()
+    finally:
+        await stand_in.stop()
 
 
 def _plain(settings: Settings) -> str:

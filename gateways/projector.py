@@ -38,13 +38,14 @@ from projections.envelope import Envelope, MalformedEventError, from_record
 from projections.identity import API_KEYS, AUDIT, USERS
 from projections.isolation import Isolator, Quarantined, quarantine_unparseable
 from projections.ledger import LEDGER
+from projections.payments import PAYMENTS
 from projections.quarantine import printable
 from projections.runner import Projection, forget_other_epochs, saved_offsets
 from projections.tenants import TENANTS
 
 log = logging.getLogger("gpucloud.projector")
 PROJECTIONS: tuple[Projection, ...] = (
-    TENANTS, USERS, API_KEYS, AUDIT, SKUS, NODES, LEDGER, ALLOCATIONS,
+    TENANTS, USERS, API_KEYS, AUDIT, SKUS, NODES, LEDGER, ALLOCATIONS, PAYMENTS,
 )  # fmt: skip
 
 

@@ -34,6 +34,8 @@ from infra.settings import Settings
 from infra.topics import ensure_topics
 
 ROLES = ("api", "relay", "projector", "worker")
+STANDIN = "stripe-standin"  # a development tool, run only when no Stripe key is set
+STANDIN_PORT_OFFSET = 9  # the stand-in listens on the API's port + 9
 console = Console(stderr=True)
 
 
@@ -55,7 +57,12 @@ class Stack:
             self.broker = EmbeddedBroker(s.data_dir)
             kafka = self.broker.start()
             epoch = f"embedded-{uuid.uuid4()}"  # memory storage: a new, empty broker
-        return s.with_(database_url=db, kafka_bootstrap_servers=kafka, broker_epoch=epoch)
+        s = s.with_(database_url=db, kafka_bootstrap_servers=kafka, broker_epoch=epoch)
+        return with_stripe(s)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return ROLES + ((STANDIN,) if self.settings.stripe_secret_key is None else ())
 
     def record(self, s: Settings) -> None:
         stack = {
@@ -66,6 +73,7 @@ class Stack:
             "pid": os.getpid(),
             "postgres_pid": self.postgres.pid if self.postgres else None,
             "broker_pid": self.broker.pid if self.broker else None,
+            "stripe_standin": s.stripe_api_base if STANDIN in self.roles else None,
         }
         path = stack_file(s.data_dir)
         path.write_text(json.dumps(stack, indent=2))
@@ -80,8 +88,12 @@ class Stack:
             "GPUCLOUD_API_PORT": str(s.api_port),
             "GPUCLOUD_DB_SCHEMA": s.db_schema,
             "GPUCLOUD_DATA_DIR": str(s.data_dir.resolve()),  # the local node's instances live here
+            "GPUCLOUD_STRIPE_SECRET_KEY": s.stripe_secret_key or "",
+            "GPUCLOUD_STRIPE_API_BASE": s.stripe_api_base,
+            "GPUCLOUD_STRIPE_WEBHOOK_SECRETS": s.stripe_webhook_secrets,
+            "GPUCLOUD_PUBLIC_URL": s.public_url,
         }
-        if role != "api":
+        if role in ROLES and role != "api":
             env["GPUCLOUD_METRICS_PORT"] = str(s.api_port + 1 + ROLES.index(role))
         cmd = [sys.executable, "-m", "gateways.cli", role]
         self.children[role] = subprocess.Popen(cmd, env=env)
@@ -102,6 +114,22 @@ class Stack:
         if self.postgres:
             self.postgres.stop()
         stack_file(self.settings.data_dir).unlink(missing_ok=True)
+
+
+def with_stripe(s: Settings) -> Settings:
+    """No Stripe key: point every role at the project's Stripe stand-in on loopback (a
+    development tool: its checkout page's Pay button completes a payment, nothing is charged).
+    With a key (test mode, say), the real Stripe is used."""
+    api = f"http://{s.api_host}:{s.api_port}"
+    public = s.public_url if "GPUCLOUD_PUBLIC_URL" in os.environ else api
+    if s.stripe_secret_key:
+        return s.with_(public_url=public)
+    return s.with_(
+        stripe_secret_key="sk_test_standin",
+        stripe_api_base=f"http://127.0.0.1:{s.api_port + STANDIN_PORT_OFFSET}",
+        stripe_webhook_secrets="whsec_standin",
+        public_url=public,
+    )
 
 
 def seed(s: Settings) -> dict[str, str]:
@@ -173,7 +201,7 @@ def up(settings: Settings) -> None:
                 )
             )
             stack.record(s)
-        for role in ROLES:
+        for role in stack.roles:
             stack.spawn(role, s)
         _announce(s, keys)
         _supervise(stack, s, stopping)

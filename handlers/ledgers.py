@@ -135,6 +135,12 @@ class Ledgers(ContextApplication):
     def refund(self, tenant_id: UUID, key: str, amount: int, now: datetime) -> Receipt:
         return self._decide(tenant_id, lambda ledger: ledger.refund(key, amount, now))
 
+    def claw_back(
+        self, tenant_id: UUID, key: str, amount: int, reason: str, now: datetime
+    ) -> Receipt:
+        """Money the payment provider took back; posted even below the floor."""
+        return self._decide(tenant_id, lambda ledger: ledger.claw_back(key, amount, reason, now))
+
     def adjust(self, tenant_id: UUID, key: str, amount: int, reason: str, now: datetime) -> Receipt:
         """An operator's correction; ``key`` is the operator's, kept in the clients' namespace."""
         kept = client_key(key)

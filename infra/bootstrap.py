@@ -15,6 +15,7 @@ from handlers.allocations import Admission, Allocations
 from handlers.identity import Identity
 from handlers.inventory import Inventory
 from handlers.ledgers import Ledgers
+from handlers.payments import Payments
 from handlers.ports import Clock
 from infra.clock import wall_clock
 from infra.db import async_pool, migrate, schema_lock, signing_key
@@ -44,10 +45,16 @@ def resolve(settings: Settings) -> Settings:
             f"or set both variables"
         )
     stack: dict[str, Any] = json.loads(path.read_text())
+    stand_in = stack.get("stripe_standin") if not settings.stripe_secret_key else None
+    stripe = {} if not stand_in else {
+        "stripe_secret_key": "sk_test_standin", "stripe_api_base": stand_in,
+        "stripe_webhook_secrets": "whsec_standin",
+    }  # fmt: skip
     return settings.with_(
         database_url=settings.database_url or stack["database_url"],
         kafka_bootstrap_servers=settings.kafka_bootstrap_servers or stack["kafka"],
         broker_epoch=stack.get("broker_epoch", settings.broker_epoch),
+        **stripe,
     )
 
 
@@ -72,6 +79,7 @@ class System:
     inventory: Inventory
     ledgers: Ledgers
     compute: Allocations
+    payments: Payments
     pool: AsyncConnectionPool
     clock: Clock = wall_clock  # every component that asks the time asks this one
     signing_key: bytes = b""  # seals position tokens (cursors read it in the query)
@@ -79,7 +87,7 @@ class System:
 
     @property
     def applications(self) -> list[Application[Any]]:
-        return [self.identity, self.inventory, self.ledgers, self.compute]
+        return [self.identity, self.inventory, self.ledgers, self.compute, self.payments]
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
@@ -102,8 +110,10 @@ def build_system(settings: Settings, clock: Clock = wall_clock) -> System:
         inventory = open_app(Inventory, url, schema, settings.pg_connect_timeout)
         ledgers = open_app(Ledgers, url, schema, settings.pg_connect_timeout)
         compute = open_app(Allocations, url, schema, settings.pg_connect_timeout)
+        payments = open_app(Payments, url, schema, settings.pg_connect_timeout)
     admission = Admission(settings.tenant_gpu_quota, settings.runway_minutes)
     compute.bind(inventory, ledgers, save_together, admission)
+    payments.bind(ledgers, save_together)
     pool = async_pool(url, schema)
     key = signing_key(url, schema)
-    return System(settings, identity, inventory, ledgers, compute, pool, clock, key)
+    return System(settings, identity, inventory, ledgers, compute, payments, pool, clock, key)

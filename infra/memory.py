@@ -23,6 +23,7 @@ from handlers.allocations import Allocations
 from handlers.identity import Identity
 from handlers.inventory import Inventory
 from handlers.ledgers import Ledgers
+from handlers.payments import Payments
 from handlers.ports import Clock
 from infra.clock import wall_clock
 
@@ -58,12 +59,13 @@ def _recorder(app: Application[Any]) -> POPOApplicationRecorder:
 
 @dataclass
 class MemoryWriteSide:
-    """The four applications in memory, wired as ``build_system`` wires them on PostgreSQL."""
+    """The five applications in memory, wired as ``build_system`` wires them on PostgreSQL."""
 
     identity: Identity
     inventory: Inventory
     ledgers: Ledgers
     compute: Allocations
+    payments: Payments
     clock: Clock
 
 
@@ -72,4 +74,6 @@ def build_memory_write_side(clock: Clock = wall_clock) -> MemoryWriteSide:
     identity, inventory = Identity(env=env), Inventory(env=env)
     ledgers, compute = Ledgers(env=env), Allocations(env=env)
     compute.bind(inventory, ledgers, save_together_in_memory)
-    return MemoryWriteSide(identity, inventory, ledgers, compute, clock)
+    payments = Payments(env=env)
+    payments.bind(ledgers, save_together_in_memory)
+    return MemoryWriteSide(identity, inventory, ledgers, compute, payments, clock)

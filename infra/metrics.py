@@ -58,3 +58,18 @@ ORPHAN_INSTANCES = Gauge(
 LOST_INSTANCES = Gauge(
     "gpucloud_lost_instances", "Running allocations whose instance vanished (last reconcile)"
 )
+STRIPE_EVENTS = Counter(
+    "gpucloud_stripe_events_total",
+    "Verified Stripe events the payments process manager finished, by outcome",
+    ["outcome"],
+)
+STRIPE_IGNORED = Counter(
+    "gpucloud_stripe_events_ignored_total",
+    "Verified Stripe events ignored: livemode mismatch, unknown type, no payment of ours, ...",
+    ["reason"],
+)
+STRIPE_WEBHOOKS = Counter(
+    "gpucloud_stripe_webhooks_total",
+    "Stripe webhook deliveries, by answer (stored, duplicate, refused)",
+    ["answer"],
+)

@@ -50,5 +50,21 @@ class Settings(BaseSettings):
     ssh_key_path: Path | None = Field(default=None, alias="GPUCLOUD_SSH_KEY")
     ssh_known_hosts: Path | None = Field(default=None, alias="GPUCLOUD_SSH_KNOWN_HOSTS")
 
+    # Payments: Stripe Checkout top-ups and webhooks (no secret key: `up` runs the stand-in).
+    stripe_secret_key: str | None = Field(default=None, alias="GPUCLOUD_STRIPE_SECRET_KEY")
+    stripe_api_base: str = Field(default="https://api.stripe.com", alias="GPUCLOUD_STRIPE_API_BASE")
+    stripe_webhook_secrets: str = Field(default="", alias="GPUCLOUD_STRIPE_WEBHOOK_SECRETS")
+    stripe_livemode: bool = Field(default=False, alias="GPUCLOUD_STRIPE_LIVEMODE")
+    stripe_timeout: float = Field(default=3.0, alias="GPUCLOUD_STRIPE_TIMEOUT")
+    public_url: str = Field(default="http://127.0.0.1:8000", alias="GPUCLOUD_PUBLIC_URL")
+    topup_min: int = Field(default=5_000_000, alias="GPUCLOUD_TOPUP_MIN")  # $5 in micro-dollars
+    topup_max: int = Field(default=10_000_000_000, alias="GPUCLOUD_TOPUP_MAX")  # $10,000
+    payments_poll_seconds: float = Field(default=0.1, alias="GPUCLOUD_PAYMENTS_POLL_SECONDS")
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        """Every secret a webhook may be signed with (more than one while rotating)."""
+        return [s.strip() for s in self.stripe_webhook_secrets.split(",") if s.strip()]
+
     def with_(self, **changes: object) -> Settings:
         return self.model_copy(update=changes)

@@ -76,6 +76,13 @@ def republish(
     asyncio.run(ops.republish(settings_for(data_dir, "cli"), start, json_out))
 
 
+@app.command("stripe-standin")
+def stripe_standin(data_dir: DataDir = None) -> None:
+    """Run the Stripe stand-in: a DEVELOPMENT AND TEST TOOL (`up` starts it when
+    GPUCLOUD_STRIPE_SECRET_KEY is unset). Its checkout page's Pay button completes a payment."""
+    asyncio.run(processes.run_stripe_standin(settings_for(data_dir, "stripe-standin")))
+
+
 @app.command()
 def projector(data_dir: DataDir = None) -> None:
     """Run the projections (Kafka -> read models)."""

@@ -17,6 +17,7 @@ from gateways.http import (
     catalog,
     identity,
     ledger,
+    payments,
     problems,
     responses,
 )
@@ -74,6 +75,7 @@ def create_app(system: System) -> FastAPI:
     app.include_router(ledger.router)
     app.include_router(catalog.router)
     app.include_router(allocations.router)
+    app.include_router(payments.router)
     app.add_api_route(
         "/healthz", healthz, methods=["GET"], tags=["ops"], operation_id="healthz",
         response_model=Health,

@@ -1,7 +1,8 @@
 """Wire contract: the pydantic model of every event on Kafka, its CloudEvents type and topic.
 
 Domain events stay plain eventsourcing objects; this table says how each one is published.
-One module per context holds its models (``identity``, ``catalog``, ``compute``, ``ledger``);
+One module per context holds its models (``identity``, ``catalog``, ``compute``, ``ledger``,
+``payments``);
 ``names`` spells every topic and ``ce_type`` once; ``wire`` has the shared shapes.
 FastStream builds ``asyncapi/asyncapi.yaml`` from these models (see gateways/contract.py).
 """
@@ -15,9 +16,12 @@ from infra.messages.compute import COMPUTE_WIRE
 from infra.messages.identity import IDENTITY_WIRE
 from infra.messages.ledger import LEDGER_WIRE
 from infra.messages.names import RELAY_UNROUTED_TOPIC
+from infra.messages.payments import PAYMENTS_WIRE
 from infra.messages.wire import WireEvent, WireModel
 
-WIRE: dict[type[Any], WireEvent] = {**IDENTITY_WIRE, **CATALOG_WIRE, **LEDGER_WIRE, **COMPUTE_WIRE}
+WIRE: dict[type[Any], WireEvent] = {
+    **IDENTITY_WIRE, **CATALOG_WIRE, **LEDGER_WIRE, **COMPUTE_WIRE, **PAYMENTS_WIRE,
+}  # fmt: skip
 BY_CE_TYPE: dict[str, WireEvent] = {w.ce_type: w for w in WIRE.values()}
 
 

@@ -46,7 +46,9 @@ class LedgerPostingV1(Chain):
     """Both legs of one posting; ce_type names the kind (credited, debited, hold_placed...)."""
 
     model_config = ConfigDict(title="LedgerPosting")
-    kind: Literal["credit", "debit", "refund", "adjust", "hold", "capture", "void", "expire"]
+    kind: Literal[
+        "credit", "debit", "refund", "adjust", "clawback", "hold", "capture", "void", "expire"
+    ]
     key: str = Field(min_length=1, max_length=255)
     debit_account: str
     credit_account: str
@@ -89,6 +91,7 @@ LEDGER_WIRE: dict[type[Any], WireEvent] = {
     ev.Debited: _on(n.LEDGER_DEBITED, LedgerPostingV1),
     ev.Refunded: _on(n.LEDGER_REFUNDED, LedgerPostingV1),
     ev.Adjusted: _on(n.LEDGER_ADJUSTED, LedgerPostingV1),
+    ev.ClawedBack: _on(n.LEDGER_CLAWED_BACK, LedgerPostingV1),
     ev.HoldPlaced: _on(n.LEDGER_HOLD_PLACED, LedgerPostingV1),
     ev.HoldCaptured: _on(n.LEDGER_HOLD_CAPTURED, LedgerPostingV1),
     ev.HoldVoided: _on(n.LEDGER_HOLD_VOIDED, LedgerPostingV1),

@@ -33,6 +33,7 @@ DOWNSTREAM_ONLY: dict[str, str] = {
     names.QUOTA_RESERVED: "GPUs taken from a tenant's quota; for analytics and alerts on it",
     names.QUOTA_FREED: "GPUs given back to a tenant's quota; for analytics",
     names.QUOTA_LIMIT_SET: "ops changed a tenant's limit; for notifications to the tenant",
+    names.PAYMENT_INTENT_LINKED: "maps a Stripe PaymentIntent to its payment; for finance tools",
 }
 
 

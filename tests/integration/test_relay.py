@@ -124,6 +124,7 @@ async def test_a_new_broker_epoch_republishes_from_the_start(settings: Settings)
             system.inventory,
             system.ledgers,
             system.compute,
+            system.payments,
             system.pool,
         )
     )[0]

@@ -205,6 +205,45 @@ def test_a_refund_moves_cash_back_to_payment_clearing_and_respects_the_floor() -
     assert ledger.posted == USD
 
 
+def test_a_claw_back_posts_even_below_the_floor_and_depletes_once() -> None:
+    ledger = a_ledger(5 * USD)
+    ledger.debit("usage-1", 4 * USD, NOW)
+    ledger.collect_events()
+
+    ledger.claw_back("stripe:refund:1", 3 * USD, "refund", NOW)
+    ledger.claw_back("stripe:refund:2", USD, "dispute", NOW)
+
+    clawed, depleted, again = recorded(ledger)
+    assert (clawed.debit_account, clawed.credit_account) == (ledger.cash, PAYMENT_CLEARING)
+    assert (clawed.kind, clawed.reason, type(depleted).__name__) == (
+        "clawback", "refund", "BalanceDepleted"
+    )  # fmt: skip
+    assert (again.kind, ledger.depleted) == ("clawback", True)
+    assert amounts(ledger) == (-3 * USD, 0, -3 * USD)
+
+
+def test_a_top_up_after_a_claw_back_restores_only_once_above_the_floor() -> None:
+    ledger = a_ledger(USD)
+    ledger.claw_back("stripe:dispute:1", 3 * USD, "dispute", NOW)
+    ledger.credit("top-up-2", USD, NOW)
+    ledger.collect_events()
+
+    ledger.credit("top-up-3", 2 * USD, NOW)
+
+    assert names(ledger) == ["Credited", "BalanceRestored"]
+    assert ledger.available == USD
+
+
+def test_a_claw_back_key_again_is_a_replay_and_another_amount_is_refused() -> None:
+    ledger = a_ledger(5 * USD)
+    first = ledger.claw_back("stripe:refund:1", USD, "refund", NOW)
+
+    assert ledger.claw_back("stripe:refund:1", USD, "refund", NOW).replayed
+    with pytest.raises(IdempotencyKeyReusedError):
+        ledger.claw_back("stripe:refund:1", 2 * USD, "refund", NOW)
+    assert (first.replayed, ledger.posted) == (False, 4 * USD)
+
+
 # The last usage window
 
 

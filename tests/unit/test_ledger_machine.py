@@ -62,6 +62,7 @@ class Model:
     posted: int = 0
     holds: dict[str, ModelHold] = field(default_factory=dict)
     depleted: bool = False
+    clawed_back: bool = False  # a claw-back may have taken available below the floor
 
     @property
     def held(self) -> int:
@@ -189,6 +190,14 @@ class LedgerMachine(RuleBasedStateMachine):
         request = Request("adjust", (-amount if negative else amount, "correction"))
         self.expect(request, InsufficientFundsError if refused else amount, before)
 
+    @rule(amount=amounts)
+    def claw_back(self, amount: int) -> None:
+        """Never refused: the only way below the floor."""
+        before = self.model.available
+        self.model.posted -= amount
+        self.model.clawed_back = True
+        self.expect(Request("claw_back", (amount, "refund")), amount, before)
+
     @rule(minutes=st.integers(1, 90))
     def advance(self, minutes: int) -> None:
         self.now += timedelta(minutes=minutes)
@@ -220,7 +229,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def available_never_below_the_floor(self) -> None:
-        if hasattr(self, "ledger"):
+        """Unless a claw-back took it there (the payer's money was taken back)."""
+        if hasattr(self, "ledger") and not self.model.clawed_back:
             assert self.ledger.available >= self.ledger.floor
 
     @invariant()

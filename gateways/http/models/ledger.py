@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.ledger_terms import Receipt
 from gateways.http.text import text
 
-Kind = Literal["credit", "debit", "refund", "adjust", "hold", "capture", "void", "expire"]
+Kind = Literal[
+    "credit", "debit", "refund", "adjust", "clawback", "hold", "capture", "void", "expire"
+]
 HoldState = Literal["open", "captured", "voided", "expired"]
 
 
