@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/projection.py
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/billing.py --allocations 10000
+	$(BIN)/python bench/payments.py
 
 contracts: $(STAMP)
 	$(BIN)/python tools/export_contracts.py

@@ -106,6 +106,10 @@ class Payments(ContextApplication):
             raise NotFoundError(f"payment {payment_id} not found")
         return payment
 
+    def find_index(self, payment_intent: str) -> PaymentIntentIndex | None:
+        """Which payment a PaymentIntent belongs to, once its completion was applied."""
+        return self.find(PaymentIntentIndex, Payment.intent_id(payment_intent))
+
     def apply(self, event: ProviderEvent, now: datetime) -> Outcome:
         if event.type not in HANDLED:
             return Outcome("ignored", "unknown-type")

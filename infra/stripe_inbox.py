@@ -70,6 +70,16 @@ async def defer(conn: AsyncConnection[Any], event_id: str, reason: str, due: dat
     )
 
 
+async def payments_since(conn: AsyncConnection[Any], since: datetime) -> list[Any]:
+    """The payments that events made since ``since`` were applied to."""
+    cur = await conn.execute(
+        "SELECT DISTINCT payment_id FROM stripe_events WHERE state = 'applied' "
+        "AND created >= %s AND payment_id IS NOT NULL",
+        (since,),
+    )
+    return [row[0] for row in await cur.fetchall()]
+
+
 async def counts(conn: AsyncConnection[Any]) -> dict[str, int]:
     cur = await conn.execute("SELECT state, count(*) FROM stripe_events GROUP BY state")
     return {state: n for state, n in await cur.fetchall()}

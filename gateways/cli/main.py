@@ -12,6 +12,7 @@ from gateways.cli import admin, ops
 from gateways.cli.catalog import node_app, sku_app
 from gateways.cli.common import DataDir, JsonOut, refusals, settings_for
 from gateways.cli.ledger import ledger_app
+from gateways.cli.payments import payments_app
 from gateways.cli.quarantine import quarantine_app
 from gateways.cli.quota import quota_app
 from gateways.cli.relay import relay_quarantine_app
@@ -37,6 +38,7 @@ app.add_typer(node_app, name="node")
 app.add_typer(sku_app, name="sku")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(quota_app, name="quota")
+app.add_typer(payments_app, name="payments")
 
 
 @app.command()

@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response, Security
+from fastapi.security import APIKeyHeader
 
 from domain.errors import IdempotencyKeyReusedError, NotFoundError, ValidationFailedError
 from domain.identity import Principal
@@ -32,7 +33,7 @@ from gateways.http.plumbing import (
     command,
     read_model,
 )
-from gateways.http.problems import ProblemError
+from gateways.http.problems import DATABASE_UNAVAILABLE, ProblemError
 from gateways.http.responses import raises
 from handlers.base import Written
 from infra import metrics
@@ -49,6 +50,13 @@ PROVIDER_DOWN = (503, "payment-provider-unavailable")
 BAD_SIGNATURE = (400, "invalid-signature")
 PAYMENTS = ListSpec("payments", read.COLUMNS, ("created_at",))
 CENT = 10_000  # micro-dollars
+STRIPE_SIGNATURE = APIKeyHeader(
+    name="Stripe-Signature",
+    scheme_name="stripeSignature",
+    description="Stripe's HMAC-SHA256 signature of the raw body (no API key: this is the "
+    "authentication); a missing or bad one is a 400 invalid-signature problem",
+    auto_error=False,
+)
 
 
 def _amount(system: System, body: TopUp) -> int:
@@ -146,11 +154,10 @@ async def get_payment(
     "/webhooks/stripe",
     response_model=WebhookAck,
     operation_id="receiveStripeWebhook",
-    responses=raises(BAD_SIGNATURE),
+    responses=raises(BAD_SIGNATURE, DATABASE_UNAVAILABLE),
 )
 async def stripe_webhook(
-    request: Request,
-    stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None,
+    request: Request, stripe_signature: Annotated[str | None, Security(STRIPE_SIGNATURE)] = None
 ) -> WebhookAck:
     """Stripe's events (no API key: the signature is the authentication). A verified event is
     stored, then applied by the payments process manager; a bad signature changes nothing."""

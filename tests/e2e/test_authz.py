@@ -20,7 +20,10 @@ from tests.support import api_server
 pytestmark = pytest.mark.e2e
 CONTRACT = Path(__file__).parents[2] / "openapi" / "openapi.yaml"
 PUBLIC = {"/healthz", "/readyz"}
-TENANT_OWNED = {"tenant_id", "key_id", "user_id", "allocation_id"}
+# Authenticated by a signature over the body, not by a key and a role: its refusals are
+# walked in tests/integration/test_stripe_webhook.py.
+SIGNED = {"/v1/webhooks/stripe": "stripeSignature"}
+TENANT_OWNED = {"tenant_id", "key_id", "user_id", "allocation_id", "payment_id"}
 
 
 def operations() -> list[tuple[str, str, dict[str, Any]]]:
@@ -28,7 +31,7 @@ def operations() -> list[tuple[str, str, dict[str, Any]]]:
     return [
         (path, method.upper(), op)
         for path, item in paths.items()
-        if path not in PUBLIC
+        if path not in PUBLIC and path not in SIGNED
         for method, op in item.items()
     ]
 
@@ -51,6 +54,13 @@ def foreign_ids(other: Tenant) -> dict[str, str]:
         "user_id": other.user_ids["member"],
         "allocation_id": str(uuid.uuid4()),
     }
+
+
+def test_a_signed_operation_declares_its_signature_as_its_security() -> None:
+    paths = yaml.safe_load(CONTRACT.read_text())["paths"]
+    for path, scheme in SIGNED.items():
+        for op in paths[path].values():
+            assert op["security"] == [{scheme: []}] and "x-roles" not in op
 
 
 def test_every_operation_declares_security_and_roles() -> None:

@@ -109,6 +109,24 @@ def _read_once(port: int, token: str, created: httpx.Response | str) -> httpx.Re
     )
 
 
+def top_up_through_the_stand_in(port: int, key: str) -> int:
+    """$5 through `up`'s Stripe stand-in: checkout, press Pay, wait for the credit."""
+    api, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}
+    made = httpx.post(
+        f"{api}/v1/payments/checkout", json={"amount": "5000000"},
+        headers={**auth, "Idempotency-Key": "embedded-topup"}, timeout=10,
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    assert httpx.post(f"{made.json()['checkout_url']}/pay").status_code == 303
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        posted = int(httpx.get(f"{api}/v1/ledger", headers=auth).json()["posted"])
+        if posted > 10_000_000:
+            return posted
+        time.sleep(0.2)
+    return posted
+
+
 def test_the_embedded_stack_survives_a_restart_and_leaves_no_process(server_dir: Path) -> None:
     data_dir, port = server_dir / "gpucloud", free_port()
     up = start_up(data_dir, port)
@@ -116,11 +134,14 @@ def test_the_embedded_stack_survives_a_restart_and_leaves_no_process(server_dir:
         stack = wait_ready(data_dir, port, up)
         first = create(port, stack["ops_key"], "Before Restart")
         assert read(port, stack["ops_key"], first).status_code == 200
+        topped_up = top_up_through_the_stand_in(port, (data_dir / "demo_key").read_text().strip())
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=30)
     stop_up(up, stack)
     assert not (data_dir / "stack.json").exists()
+    assert stack["stripe_standin"] == f"http://127.0.0.1:{port + 9}"
+    assert topped_up == 10_000_000 + 5_000_000  # the demo's promotional $10 and the $5 paid
 
     up = start_up(data_dir, port)
     try:
