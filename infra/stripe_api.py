@@ -28,12 +28,12 @@ from stripe import (
     WebhookSignature,
 )
 
+from domain.payment import MICROS_PER_CENT
 from handlers.payments import ProviderEvent
 from infra.bootstrap import System
 from infra.settings import Settings
 
 TOLERANCE_SECONDS = 300
-MICROS_PER_CENT = 10_000
 
 
 class PaymentProviderError(Exception):

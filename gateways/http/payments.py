@@ -20,7 +20,7 @@ from fastapi.security import APIKeyHeader
 
 from domain.errors import IdempotencyKeyReusedError, NotFoundError, ValidationFailedError
 from domain.identity import Principal
-from domain.payment import Payment
+from domain.payment import MICROS_PER_CENT, Payment
 from gateways.http.auth import Guard, own_tenant, readable_tenant, system_of
 from gateways.http.models.payments import PaymentOut, PaymentPage, TopUp, WebhookAck
 from gateways.http.plumbing import (
@@ -49,7 +49,6 @@ Readers = Annotated[Principal, Depends(Guard("owner", "billing", "auditor", "ops
 PROVIDER_DOWN = (503, "payment-provider-unavailable")
 BAD_SIGNATURE = (400, "invalid-signature")
 PAYMENTS = ListSpec("payments", read.COLUMNS, ("created_at",))
-CENT = 10_000  # micro-dollars
 STRIPE_SIGNATURE = APIKeyHeader(
     name="Stripe-Signature",
     scheme_name="stripeSignature",
@@ -61,7 +60,7 @@ STRIPE_SIGNATURE = APIKeyHeader(
 
 def _amount(system: System, body: TopUp) -> int:
     amount, s = int(body.amount), system.settings
-    if amount % CENT or not s.topup_min <= amount <= s.topup_max:
+    if amount % MICROS_PER_CENT or not s.topup_min <= amount <= s.topup_max:
         raise ValidationFailedError(
             f"amount must be a whole number of cents from {s.topup_min} to {s.topup_max} "
             "micro-dollars"
